@@ -1,0 +1,19 @@
+"""tinyvision: vision models from first principles, on a NumPy autograd engine.
+
+    import tinyvision as tv
+    import tinyvision.ops as F
+    x = tv.Tensor([[1.0, 2.0]], requires_grad=True)
+    F.gelu(x @ x.T).sum().backward()
+
+Only NumPy is needed to import this package; Numba, CuPy, matplotlib and friends are
+imported lazily by the parts that use them.
+"""
+from . import nn, ops
+from .backend import DeviceUnavailableError, cuda_available
+from .gradcheck import GradcheckError, gradcheck
+from .tensor import Tensor, as_tensor, is_grad_enabled, no_grad, ones, randn, zeros
+
+__version__ = "0.1.0"
+
+__all__ = ["DeviceUnavailableError", "GradcheckError", "Tensor", "as_tensor", "cuda_available", "gradcheck", "is_grad_enabled", "nn", "no_grad",
+           "ones", "ops", "randn", "zeros"]

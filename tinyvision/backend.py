@@ -1,0 +1,143 @@
+"""The one place that decides where arrays live: NumPy on the CPU, CuPy on an NVIDIA GPU.
+
+Every Tensor holds a raw array of one of two libraries. The library is never a global
+setting: it is read off the array itself (`xp_of(array)`), so the same op code runs on
+both, exactly as NumPy and CuPy share one API. Moving between them is explicit:
+`tensor.to("cuda")` and `tensor.to("cpu")`.
+
+CuPy is an optional extra (`pip install -e ".[gpu]"`). Nothing here imports it until a
+cuda array is asked for, so `import tinyvision` needs NumPy alone. When it is asked for
+and cannot work, `DeviceUnavailableError` says which piece is missing and how to fix it.
+"""
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+
+__all__ = [
+    "DEVICES",
+    "DeviceUnavailableError",
+    "cuda_available",
+    "cuda_unavailable_reason",
+    "device_of",
+    "optional_import",
+    "scatter_add",
+    "to_device",
+    "xp_of",
+]
+
+DEVICES = ("cpu", "cuda")
+
+
+class DeviceUnavailableError(RuntimeError):
+    """Raised when a device is requested that this machine cannot provide."""
+
+
+def optional_import(module: str, extra: str, purpose: str):
+    """Import an optional dependency, or fail with the extra that installs it.
+
+    `optional_import("matplotlib.pyplot", "dev", "plotting")` returns the module, or raises
+    ImportError: 'plotting needs matplotlib.pyplot: pip install -e ".[dev]"'.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise ImportError(
+            f'{purpose} needs the package {module.split(".")[0]!r}, which is not installed '
+            f'({err}). Install it with: pip install -e ".[{extra}]"'
+        ) from err
+
+
+# --- CuPy, looked up once and only on demand -------------------------------------------------
+_cupy = None          # the module, once it imported and found a GPU
+_cupy_reason = None   # why it cannot be used, once that is known
+
+
+def _probe_cupy() -> None:
+    global _cupy, _cupy_reason
+    if _cupy is not None or _cupy_reason is not None:
+        return
+    try:
+        import cupy  # noqa: PLC0415 - optional, imported only when cuda is requested
+    except ImportError as err:
+        _cupy_reason = (
+            f"CuPy is not installed ({err}). Install the GPU extra on a machine with an "
+            'NVIDIA GPU and CUDA 12: pip install -e ".[gpu]"'
+        )
+        return
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as err:  # CUDARuntimeError, or a missing libcuda.so
+        _cupy_reason = f"CuPy is installed but no CUDA device could be opened ({err!r}). Check the NVIDIA driver with nvidia-smi."
+        return
+    if count == 0:
+        _cupy_reason = "CuPy is installed but this machine has no CUDA GPU (device count 0)."
+        return
+    _cupy = cupy
+
+
+def cuda_available() -> bool:
+    """True when CuPy is installed and at least one GPU answers."""
+    _probe_cupy()
+    return _cupy is not None
+
+
+def cuda_unavailable_reason() -> str | None:
+    """Why "cuda" cannot be used here (None when it can): for skip reasons and errors."""
+    _probe_cupy()
+    return _cupy_reason
+
+
+def _require_cupy():
+    _probe_cupy()
+    if _cupy is None:
+        raise DeviceUnavailableError(f'device "cuda" is unavailable: {_cupy_reason}')
+    return _cupy
+
+
+# --- Reading and changing the device of an array ---------------------------------------------
+def _is_cupy_array(array) -> bool:
+    # Checked by the class's module name so that CuPy is never imported just to ask.
+    return type(array).__module__.startswith("cupy")
+
+
+def xp_of(array):
+    """The array library (numpy or cupy) that owns `array`."""
+    return _require_cupy() if _is_cupy_array(array) else np
+
+
+def device_of(array) -> str:
+    """"cuda" for a CuPy array, "cpu" for anything else."""
+    return "cuda" if _is_cupy_array(array) else "cpu"
+
+
+def check_device_name(device: str) -> str:
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    return device
+
+
+def to_device(array, device: str):
+    """Return `array` on `device`, copying only when it has to move."""
+    check_device_name(device)
+    if device == device_of(array):
+        return array
+    if device == "cuda":
+        return _require_cupy().asarray(array)
+    return array.get()  # cupy -> numpy
+
+
+def scatter_add(target, index, values) -> None:
+    """target[index] += values, with repeated indices adding up (unbuffered).
+
+    Plain `target[index] += values` keeps only the last write for a repeated index, which is
+    wrong for the backward of indexing and embedding lookups (the same row used twice must
+    receive both gradients). NumPy spells the unbuffered form np.add.at; CuPy cupyx.scatter_add.
+    """
+    if _is_cupy_array(target):
+        import cupyx  # noqa: PLC0415
+
+        cupyx.scatter_add(target, index, values)
+    else:
+        np.add.at(target, index, values)

@@ -1,0 +1,85 @@
+"""Checking a hand-written backward against central finite differences.
+
+For a function f with tensor output y, pick a fixed random projection c (same shape as y)
+and the scalar L(x) = sum(c * f(x)). Its gradient by backprop, dL/dx = vector-Jacobian
+product c^T J, must equal the central difference at every input element x_i:
+
+    dL/dx_i  ~  (L(x + h e_i) - L(x - h e_i)) / (2h)         error O(h^2)
+
+A random c (not all ones) matters: with c = 1 a backward that mixes up output positions can
+still pass, because every output would carry the same weight. In float64 with h = 1e-6 the
+rounding error is about 1e-10 / h and the truncation error about h^2 f''', so agreement to
+~1e-6 relative is expected from a correct backward; a wrong one is usually off by O(1).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .tensor import Tensor
+
+__all__ = ["GradcheckError", "gradcheck", "numerical_grad"]
+
+
+class GradcheckError(AssertionError):
+    """A backward disagreed with finite differences; the message names where and by how much."""
+
+
+def _scalar(fn, tensors, c):
+    out = fn(*tensors)
+    return float((out.data * c).sum())
+
+
+def numerical_grad(fn, tensors, c, which: int, h: float = 1e-6) -> np.ndarray:
+    """Central-difference dL/dx for input `which`, L = sum(c * fn(*tensors)); inputs restored after."""
+    x = tensors[which].data
+    grad = np.zeros(x.shape, dtype=np.float64)
+    for idx in np.ndindex(*x.shape):
+        old = x[idx]
+        x[idx] = old + h
+        up = _scalar(fn, tensors, c)
+        x[idx] = old - h
+        down = _scalar(fn, tensors, c)
+        x[idx] = old
+        grad[idx] = (up - down) / (2 * h)
+    return grad
+
+
+def gradcheck(fn, inputs, name: str | None = None, h: float = 1e-6, atol: float = 1e-6, rtol: float = 1e-5,
+              seed: int = 0, check: tuple | None = None) -> float:
+    """Compare backprop with finite differences for every element of every input.
+
+    fn: Tensors -> Tensor. inputs: float64 arrays (their strides are kept, so a transposed,
+    non-contiguous array stays non-contiguous). check: indices of inputs to differentiate
+    (default all). Returns the largest |analytic - numerical|; raises GradcheckError naming the
+    op, input, index, expected (numerical) and received (analytic) derivative otherwise.
+    """
+    name = name or getattr(fn, "__name__", "fn")
+    arrays = []
+    for i, a in enumerate(inputs):
+        a = a.data if isinstance(a, Tensor) else np.asarray(a)
+        if a.dtype != np.float64:
+            raise TypeError(f"gradcheck({name}): input {i} has dtype {a.dtype}; finite differences need float64")
+        arrays.append(a.copy(order="K"))  # keep the layout, never touch the caller's array
+    check = tuple(range(len(arrays))) if check is None else tuple(check)
+    tensors = [Tensor(a, requires_grad=i in check) for i, a in enumerate(arrays)]
+
+    out = fn(*tensors)
+    if out.dtype != np.float64:
+        raise TypeError(f"gradcheck({name}): output dtype is {out.dtype}, expected float64")
+    c = np.random.default_rng(seed).standard_normal(out.shape)
+    (out * Tensor(c)).sum().backward()
+
+    worst = 0.0
+    for i in check:
+        analytic = tensors[i].grad if tensors[i].grad is not None else np.zeros(arrays[i].shape)
+        numeric = numerical_grad(fn, tensors, c, i, h)
+        err = np.abs(analytic - numeric)
+        bad = err > atol + rtol * np.abs(numeric)
+        if bad.any():
+            idx = tuple(int(j) for j in np.argwhere(bad)[0])
+            raise GradcheckError(
+                f"gradcheck({name}): input {i} of shape {arrays[i].shape}, index {idx} (x = {arrays[i][idx]!r}): "
+                f"expected d/dx = {numeric[idx]!r} (finite differences), received {analytic[idx]!r} (backward); "
+                f"{int(bad.sum())} of {bad.size} entries differ, largest error {err.max():.3g}")
+        worst = max(worst, float(err.max()) if err.size else 0.0)
+    return worst

@@ -1,0 +1,62 @@
+"""Multi-head self-attention and the pre-norm transformer block, with timm's parameter names.
+
+MultiHeadAttention (Vaswani et al. 2017, sec. 3.2.2), x: (B, N, D), h heads of size d = D / h:
+    qkv = x W_qkv + b          (B, N, 3D), columns laid out [q | k | v], heads contiguous in each
+    q, k, v                    (B, h, N, d)   reshape (B, N, 3, h, d), permute (2, 0, 3, 1, 4)
+    o_head = softmax(q k^T / sqrt(d)) v    (B, h, N, d), one scaled_dot_product_attention op
+    y = concat_heads(o) W_proj + b          (B, N, D)
+
+TransformerBlock, pre-norm (as in ViT, Dosovitskiy et al. 2021, eq. 2-3):
+    x = x + attn(norm1(x))
+    x = x + mlp(norm2(x))
+"""
+from __future__ import annotations
+
+from .. import ops as F
+from .init import as_rng
+from .layers import MLP, Dropout, LayerNorm, Linear
+from .module import Module
+
+__all__ = ["MultiHeadAttention", "TransformerBlock"]
+
+
+class MultiHeadAttention(Module):
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, dropout: float = 0.0, *, seed):
+        if dim % num_heads:
+            raise ValueError(f"MultiHeadAttention: dim={dim} is not divisible by num_heads={num_heads}")
+        rng = as_rng(seed)
+        self.dim, self.num_heads, self.head_dim = dim, num_heads, dim // num_heads
+        self.qkv = Linear(dim, 3 * dim, bias=qkv_bias, seed=rng)
+        self.proj = Linear(dim, dim, seed=rng)
+        self.proj_drop = Dropout(dropout, seed=rng)
+        self.last_attention = None  # (B, h, N, N) weights of the last call with keep_attention=True
+
+    def forward(self, x, mask=None, causal: bool = False, keep_attention: bool = False):
+        if x.ndim != 3 or x.shape[-1] != self.dim:
+            raise ValueError(f"MultiHeadAttention(dim={self.dim}): x has shape {x.shape}, expected (B, N, {self.dim})")
+        b, n, _ = x.shape
+        qkv = F.permute(F.reshape(self.qkv(x), (b, n, 3, self.num_heads, self.head_dim)), (2, 0, 3, 1, 4))
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        out, weights = F.scaled_dot_product_attention(q, k, v, mask=mask, causal=causal, return_weights=True)
+        self.last_attention = weights if keep_attention else None
+        out = F.reshape(F.permute(out, (0, 2, 1, 3)), (b, n, self.dim))
+        return self.proj_drop(self.proj(out))
+
+    def extra_repr(self):
+        return f"dim={self.dim}, num_heads={self.num_heads}"
+
+
+class TransformerBlock(Module):
+    """Pre-norm block: x + attn(norm1(x)), then + mlp(norm2(x)). LayerNorm eps 1e-6 as timm's ViT."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 dropout: float = 0.0, eps: float = 1e-6, *, seed):
+        rng = as_rng(seed)
+        self.norm1 = LayerNorm(dim, eps=eps)
+        self.attn = MultiHeadAttention(dim, num_heads, qkv_bias=qkv_bias, dropout=dropout, seed=rng)
+        self.norm2 = LayerNorm(dim, eps=eps)
+        self.mlp = MLP(dim, int(dim * mlp_ratio), dropout=dropout, seed=rng)
+
+    def forward(self, x, mask=None, causal: bool = False, keep_attention: bool = False):
+        x = x + self.attn(self.norm1(x), mask=mask, causal=causal, keep_attention=keep_attention)
+        return x + self.mlp(self.norm2(x))

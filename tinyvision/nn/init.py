@@ -1,0 +1,58 @@
+"""Weight initialisers. Each takes an explicit seed (int or numpy Generator) and returns an array.
+
+    trunc_normal: N(0, std^2) redrawn until inside [a, b]; a, b default to -2 std, +2 std.
+        (timm's trunc_normal_ takes a, b as ABSOLUTE values, -2 and 2, so at std 0.02 it never
+        truncates; pass a=-2, b=2 to reproduce it.)
+    xavier_uniform: U(-bound, bound), bound = gain sqrt(6 / (fan_in + fan_out))  (Glorot & Bengio 2010,
+        eq. 16): keeps the activation variance constant forwards and the gradient variance backwards.
+    uniform_fan_in: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), what PyTorch's nn.Linear effectively uses.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["as_rng", "trunc_normal", "uniform_fan_in", "xavier_uniform", "zeros"]
+
+
+def as_rng(seed) -> np.random.Generator:
+    """A numpy Generator from an int seed, or the Generator itself (so models can share one stream)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is None or isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int or numpy.random.Generator, got {seed!r}: every random "
+                        "initialisation in tinyvision is seeded so runs are reproducible")
+    return np.random.default_rng(int(seed))
+
+
+def trunc_normal(shape, std: float, seed, a: float | None = None, b: float | None = None,
+                 dtype=np.float32) -> np.ndarray:
+    rng = as_rng(seed)
+    lo = -2 * std if a is None else a
+    hi = 2 * std if b is None else b
+    if not lo < hi:
+        raise ValueError(f"trunc_normal: need a < b, got a={lo}, b={hi}")
+    out = rng.standard_normal(shape) * std
+    bad = (out < lo) | (out > hi)
+    while bad.any():  # redraw only the rejected entries; ~4.6% per round at +-2 std
+        out[bad] = rng.standard_normal(int(bad.sum())) * std
+        bad = (out < lo) | (out > hi)
+    return out.astype(dtype)
+
+
+def xavier_uniform(shape, seed, gain: float = 1.0, dtype=np.float32) -> np.ndarray:
+    if len(shape) < 2:
+        raise ValueError(f"xavier_uniform: needs a weight of at least 2 axes (fan_in, fan_out), got shape {shape}")
+    fan_in, fan_out = shape[-2], shape[-1]
+    bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
+    return as_rng(seed).uniform(-bound, bound, shape).astype(dtype)
+
+
+def uniform_fan_in(shape, fan_in: int, seed, dtype=np.float32) -> np.ndarray:
+    bound = 1 / math.sqrt(fan_in)
+    return as_rng(seed).uniform(-bound, bound, shape).astype(dtype)
+
+
+def zeros(shape, dtype=np.float32) -> np.ndarray:
+    return np.zeros(shape, dtype=dtype)

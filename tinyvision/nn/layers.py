@@ -1,0 +1,165 @@
+"""The basic layers: Linear, LayerNorm, Embedding, Dropout, activations, Sequential, MLP.
+
+Weight layout. Linear stores its weight as (in, out) so the forward reads like the math,
+y = x W + b. PyTorch and timm store (out, in) and compute x W^T + b; converting between the
+two is the job of `tinyvision.io.load_torch_state_dict`, through each layer's
+`from_torch_layout`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import ops as F
+from .init import as_rng, uniform_fan_in
+from .module import Module, Parameter
+
+__all__ = ["Dropout", "Embedding", "GELU", "Identity", "LayerNorm", "Linear", "MLP", "ReLU", "Sequential", "Tanh"]
+
+
+class Linear(Module):
+    """y = x W + b.   x: (..., in_features), W: (in_features, out_features), b: (out_features,)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, seed, dtype=np.float32):
+        rng = as_rng(seed)
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = Parameter(uniform_fan_in((in_features, out_features), in_features, rng, dtype))
+        self.bias = Parameter(uniform_fan_in((out_features,), in_features, rng, dtype)) if bias else None
+
+    def forward(self, x):
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"Linear({self.in_features}, {self.out_features}): input has shape {x.shape}, "
+                             f"expected (..., {self.in_features})")
+        y = F.matmul(x, self.weight)
+        return y + self.bias if self.bias is not None else y
+
+    @staticmethod
+    def from_torch_layout(name: str, array):
+        """PyTorch's Linear weight is (out, in); ours is (in, out)."""
+        return array.T if name == "weight" else array
+
+    @staticmethod
+    def to_torch_layout(name: str, array):
+        return array.T if name == "weight" else array
+
+    def extra_repr(self):
+        return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
+
+
+class LayerNorm(Module):
+    """Layer norm over the last axis with a learned scale (weight, init 1) and shift (bias, init 0).
+
+    eps: PyTorch's nn.LayerNorm uses 1e-5; timm's ViT uses 1e-6.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-5, dtype=np.float32):
+        self.dim, self.eps = dim, eps
+        self.weight = Parameter(np.ones(dim, dtype=dtype))
+        self.bias = Parameter(np.zeros(dim, dtype=dtype))
+
+    def forward(self, x):
+        return F.layer_norm(x, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return f"{self.dim}, eps={self.eps}"
+
+
+class Embedding(Module):
+    """A table of `num` learned vectors of size `dim`; forward(ids) looks rows up. Init N(0, 1)."""
+
+    def __init__(self, num: int, dim: int, *, seed, dtype=np.float32):
+        self.num, self.dim = num, dim
+        self.weight = Parameter(as_rng(seed).standard_normal((num, dim)).astype(dtype))
+
+    def forward(self, ids):
+        return F.embedding(ids, self.weight)
+
+    def extra_repr(self):
+        return f"{self.num}, {self.dim}"
+
+
+class Dropout(Module):
+    """Inverted dropout while training, identity in eval(). Owns a seeded Generator it draws masks from."""
+
+    def __init__(self, p: float = 0.0, *, seed=0):
+        if not 0 <= p <= 1:
+            raise ValueError(f"Dropout: p must be in [0, 1], got {p}")
+        self.p = p
+        self.rng = as_rng(seed)
+
+    def forward(self, x):
+        return F.dropout(x, self.p, self.training, seed=self.rng)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class Identity(Module):
+    def forward(self, x):
+        return x
+
+
+class ReLU(Module):
+    def forward(self, x):
+        return F.relu(x)
+
+
+class Tanh(Module):
+    def forward(self, x):
+        return F.tanh(x)
+
+
+class GELU(Module):
+    """GELU, exact erf form by default (as timm); approximate="tanh" for the GPT-2 form."""
+
+    def __init__(self, approximate: str = "none"):
+        self.approximate = approximate
+
+    def forward(self, x):
+        return F.gelu(x, self.approximate)
+
+    def extra_repr(self):
+        return "" if self.approximate == "none" else f"approximate={self.approximate!r}"
+
+
+class Sequential(Module):
+    """Apply modules in order; they are registered as "0", "1", ... like PyTorch."""
+
+    def __init__(self, *modules):
+        self._order = []
+        for i, m in enumerate(modules):
+            if not isinstance(m, Module):
+                raise TypeError(f"Sequential: argument {i} is a {type(m).__name__}, not a Module")
+            setattr(self, str(i), m)
+            self._order.append(m)
+
+    def __getitem__(self, i):
+        return self._order[i]
+
+    def __len__(self):
+        return len(self._order)
+
+    def forward(self, x):
+        for m in self._order:
+            x = m(x)
+        return x
+
+
+class MLP(Module):
+    """The transformer feed-forward block (timm's Mlp): fc1 -> act -> dropout -> fc2 -> dropout.
+
+    x: (..., in_features) -> (..., out_features); hidden is usually 4 x in_features.
+    """
+
+    def __init__(self, in_features: int, hidden_features: int, out_features: int | None = None,
+                 act: str = "gelu", dropout: float = 0.0, *, seed):
+        rng = as_rng(seed)
+        acts = {"gelu": GELU, "gelu_tanh": lambda: GELU("tanh"), "relu": ReLU, "tanh": Tanh}
+        if act not in acts:
+            raise ValueError(f"MLP: act must be one of {sorted(acts)}, got {act!r}")
+        self.fc1 = Linear(in_features, hidden_features, seed=rng)
+        self.act = acts[act]()
+        self.drop = Dropout(dropout, seed=rng)
+        self.fc2 = Linear(hidden_features, out_features or in_features, seed=rng)
+
+    def forward(self, x):
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))

@@ -1,0 +1,38 @@
+"""Every differentiable op of tinyvision, as functions on Tensors (import tinyvision.ops as F).
+
+Each op lives in the file of its idea, forward and hand-written backward side by side:
+    elementwise.py  arithmetic, exp/log, activations, where/masked_fill, clip
+    reduce.py       sum/mean/max/var, logsumexp, softmax, log_softmax
+    shape.py        reshape, permute/transpose, indexing, concatenate/stack/split, pad
+    linalg.py       matmul
+    layers.py       layer_norm, dropout, embedding
+    losses.py       cross_entropy, mse_loss, binary_cross_entropy_with_logits
+    attention.py    scaled_dot_product_attention
+`tests/op_registry.py` pairs every name in __all__ with a float64 NumPy reference; a test fails
+when an op is added here without one.
+"""
+from .attention import attention_mask, scaled_dot_product_attention
+from .elementwise import (add, clip, div, exp, gelu, log, masked_fill, mul, neg, pow, relu, sigmoid, sqrt,
+                          sub, tanh, where)
+from .layers import dropout, embedding, layer_norm
+from .linalg import matmul
+from .losses import binary_cross_entropy_with_logits, cross_entropy, mse_loss
+from .reduce import log_softmax, logsumexp, max, mean, softmax, sum, var
+from .shape import concatenate, getitem, pad, permute, reshape, split, stack, transpose
+
+__all__ = [
+    # elementwise
+    "add", "sub", "mul", "div", "neg", "pow", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "gelu",
+    "clip", "where", "masked_fill",
+    # reductions and softmax
+    "sum", "mean", "max", "var", "logsumexp", "softmax", "log_softmax",
+    # shape
+    "reshape", "transpose", "permute", "getitem", "concatenate", "stack", "split", "pad",
+    # linear algebra
+    "matmul",
+    # layers and losses
+    "layer_norm", "dropout", "embedding", "cross_entropy", "mse_loss", "binary_cross_entropy_with_logits",
+    # attention
+    "scaled_dot_product_attention",
+]
+# attention_mask builds a boolean matrix; it is a helper, not a differentiable op.

@@ -1,0 +1,100 @@
+"""Helpers every op file shares: argument checks and the reduction that undoes broadcasting."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import xp_of
+from ..tensor import Tensor, as_tensor
+
+
+def tensors_for(op: str, *args):
+    """Make Tensors of an op's inputs and check they can meet.
+
+    Tensors must agree on device and dtype (a float32 tensor never silently meets a float64
+    one); plain numbers and arrays are constants and take the first tensor's dtype and device.
+    """
+    like = next((a for a in args if isinstance(a, Tensor)), None)
+    if like is None:
+        raise TypeError(f"{op}: expected at least one Tensor argument, got {[type(a).__name__ for a in args]}")
+    out = []
+    for i, a in enumerate(args):
+        if isinstance(a, Tensor):
+            if a.device != like.device:
+                raise ValueError(f"{op}: argument {i} is on device {a.device!r} but argument 0 is on "
+                                 f"{like.device!r}; move one with .to({like.device!r})")
+            if a.dtype != like.dtype:
+                raise TypeError(f"{op}: argument {i} has dtype {a.dtype} but another argument has "
+                                f"{like.dtype}; convert one with .astype(...)")
+        out.append(as_tensor(a, like))
+    return out
+
+
+def broadcast_shape(op: str, *shapes) -> tuple:
+    try:
+        return tuple(np.broadcast_shapes(*shapes))
+    except ValueError:
+        raise ValueError(f"{op}: shapes {' and '.join(str(tuple(s)) for s in shapes)} cannot be broadcast "
+                         "together (trailing dimensions must be equal or 1)") from None
+
+
+def unbroadcast(grad, shape):
+    """Sum `grad` down to `shape`: the backward of NumPy broadcasting.
+
+    Broadcasting copies an input along new leading axes and along axes of size 1; each copy
+    receives its own gradient, and the input's gradient is their sum.
+    """
+    shape = tuple(shape)
+    extra = grad.ndim - len(shape)
+    if extra > 0:
+        grad = grad.sum(axis=tuple(range(extra)))
+    ones = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if ones:
+        grad = grad.sum(axis=ones, keepdims=True)
+    return grad
+
+
+def normalize_axes(op: str, axis, ndim: int) -> tuple:
+    """axis (None, int or tuple, negatives allowed) as a sorted tuple of non-negative axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    out = []
+    for a in axes:
+        if not -ndim <= a < max(ndim, 1):
+            raise ValueError(f"{op}: axis {a} is out of range for a tensor with {ndim} dimensions")
+        out.append(int(a) % max(ndim, 1))
+    if len(set(out)) != len(out):
+        raise ValueError(f"{op}: repeated axis in {axis}")
+    return tuple(sorted(out))
+
+
+def expand_reduced(grad, axes, shape):
+    """Re-insert reduced axes (as size 1) so a reduced gradient broadcasts back to `shape`."""
+    return grad.reshape([1 if i in axes else n for i, n in enumerate(shape)])
+
+
+def check_finite_result(op: str, array, hint: str):
+    """Raise instead of returning NaN where an op's domain was left (no silent NaN)."""
+    xp = xp_of(array)
+    if array.size and bool(xp.isnan(array).any()):
+        raise FloatingPointError(f"{op}: the result contains NaN; {hint}")
+    return array
+
+
+class quiet_errors:
+    """Silence NumPy's divide/invalid warnings inside an op that reports bad values itself."""
+
+    def __init__(self, xp):
+        self.state = xp.errstate(divide="ignore", invalid="ignore") if hasattr(xp, "errstate") else None
+
+    def __enter__(self):
+        if self.state is not None:
+            self.state.__enter__()
+
+    def __exit__(self, *exc):
+        if self.state is not None:
+            self.state.__exit__(*exc)
+
+
+__all__ = ["broadcast_shape", "check_finite_result", "expand_reduced", "normalize_axes",
+           "quiet_errors", "tensors_for", "unbroadcast"]

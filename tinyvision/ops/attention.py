@@ -1,0 +1,84 @@
+"""Scaled dot-product attention as one op (Vaswani et al. 2017, eq. 1), with its own backward.
+
+    S = tau Q K^T          (..., Nq, Nk)   tau = 1/sqrt(d) unless given
+    P = softmax(S)          row-wise, masked entries set to -inf first
+    O = P V                 (..., Nq, dv)
+Q: (..., Nq, d), K: (..., Nk, d), V: (..., Nk, dv); leading axes (batch, heads) broadcast.
+
+Backward, with G = dL/dO (the same steps FlashAttention recomputes block by block):
+    dV = P^T G
+    dP = G V^T
+    dS = P * (dP - D),  D = rowsum(dP * P)      (softmax backward; D also equals rowsum(G * O))
+    dQ = tau dS K,      dK = tau dS^T Q
+
+Masks: `mask` is boolean, broadcastable to (..., Nq, Nk), True where a query MAY attend to a key
+(PyTorch's convention). `causal=True` lets query i see keys j <= i + (Nk - Nq): aligned at the
+bottom right, as in flash-attn, which is the usual i >= j when Nq == Nk. A query row with every
+key masked outputs 0 and passes no gradient, never NaN.
+"""
+from __future__ import annotations
+
+import math
+
+from ..backend import xp_of
+from ..tensor import Tensor
+from ._common import broadcast_shape, tensors_for, unbroadcast
+from .reduce import softmax_array
+
+__all__ = ["scaled_dot_product_attention", "attention_mask"]
+
+
+def attention_mask(nq: int, nk: int, mask=None, causal: bool = False, xp=None):
+    """The boolean "may attend" matrix combining an optional mask and the causal rule (None if neither)."""
+    if xp is None:
+        import numpy as xp  # noqa: PLC0415
+    keep = None
+    if causal:
+        i = xp.arange(nq)[:, None]
+        j = xp.arange(nk)[None, :]
+        keep = j <= i + (nk - nq)
+    if mask is not None:
+        mask = xp.asarray(mask.data if isinstance(mask, Tensor) else mask)
+        if mask.dtype != bool:
+            raise TypeError(f"scaled_dot_product_attention: mask must be boolean (True = may attend), got dtype {mask.dtype}")
+        keep = mask if keep is None else (keep & mask)
+    return keep
+
+
+def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False, scale: float | None = None,
+                                 return_weights: bool = False):
+    """softmax(tau Q K^T + mask) V.  Returns O, or (O, P) with the attention weights P as a raw array."""
+    q, k, v = tensors_for("scaled_dot_product_attention", q, k, v)
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.ndim < 2:
+            raise ValueError(f"scaled_dot_product_attention: {name} must be (..., N, d), got shape {t.shape}")
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"scaled_dot_product_attention: q is {q.shape} and k is {k.shape}; their last axis "
+                         "(the head dim d) must match")
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"scaled_dot_product_attention: k is {k.shape} and v is {v.shape}; they must have the "
+                         "same number of keys Nk (axis -2)")
+    nq, nk = q.shape[-2], k.shape[-2]
+    batch = broadcast_shape("scaled_dot_product_attention (batch axes of q, k, v)",
+                            q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    xp = xp_of(q.data)
+    tau = q.dtype.type(1 / math.sqrt(q.shape[-1]) if scale is None else scale)
+    keep = attention_mask(nq, nk, mask, causal, xp)
+    if keep is not None:
+        broadcast_shape("scaled_dot_product_attention (mask)", keep.shape, batch + (nq, nk))
+
+    s = (q.data @ k.data.swapaxes(-1, -2)) * tau
+    if keep is not None:
+        s = xp.where(keep, s, xp.asarray(-xp.inf, dtype=s.dtype))
+    p = softmax_array(s, -1)  # an all -inf row gives zeros, so its output row is 0
+    o = p @ v.data
+
+    def backward(g):
+        dv = p.swapaxes(-1, -2) @ g
+        dp = g @ v.data.swapaxes(-1, -2)
+        ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True))
+        dq = (ds @ k.data) * tau
+        dk = (ds.swapaxes(-1, -2) @ q.data) * tau
+        return unbroadcast(dq, q.shape), unbroadcast(dk, k.shape), unbroadcast(dv, v.shape)
+    out = Tensor._from_op(o, (q, k, v), backward, "scaled_dot_product_attention")
+    return (out, p) if return_weights else out

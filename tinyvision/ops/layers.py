@@ -1,0 +1,111 @@
+"""Ops that neural-network layers are made of: layer norm, dropout, embedding lookup.
+
+Layer norm is one fused op rather than a chain of mean/var/div ops: its hand-derived
+backward needs one pass and no saved intermediates beyond x_hat and 1/sigma.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import scatter_add, xp_of
+from ..tensor import Tensor
+from ._common import tensors_for
+
+__all__ = ["layer_norm", "dropout", "embedding"]
+
+
+def layer_norm(x, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
+    """Normalise over the last axis D, then scale and shift (Ba, Kiros & Hinton 2016, eq. 4).
+
+        mu = mean(x),  sigma^2 = mean((x - mu)^2)  (biased),  r = 1 / sqrt(sigma^2 + eps)
+        x_hat = (x - mu) r,   y = x_hat * weight + bias           x: (..., D); weight, bias: (D,)
+
+    Backward. With h = g * weight (the gradient reaching x_hat) and means over D:
+        dL/dx = r * (h - mean(h) - x_hat * mean(h * x_hat))
+    The two subtracted terms are the gradient flowing through mu and through sigma: moving
+    all x_i together, or scaling them about mu, does not change x_hat, so h loses its
+    components along those two directions.
+        dL/dweight = sum over (...) of g * x_hat,     dL/dbias = sum over (...) of g
+    """
+    args = [a for a in (x, weight, bias) if a is not None]
+    tensors = tensors_for("layer_norm", *args)
+    x = tensors[0]
+    weight = tensors[1] if weight is not None else None
+    bias = tensors[-1] if bias is not None else None
+    if x.ndim == 0:
+        raise ValueError("layer_norm: x must have at least one axis (the features D)")
+    d = x.shape[-1]
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None and p.shape != (d,):
+            raise ValueError(f"layer_norm: {name} has shape {p.shape}, expected ({d},) to match x's last axis of shape {x.shape}")
+    xp = xp_of(x.data)
+    mu = x.data.mean(axis=-1, keepdims=True)
+    centred = x.data - mu
+    r = 1 / xp.sqrt((centred * centred).mean(axis=-1, keepdims=True) + eps)
+    x_hat = centred * r
+    y = x_hat
+    if weight is not None:
+        y = y * weight.data
+    if bias is not None:
+        y = y + bias.data
+    lead = tuple(range(x.ndim - 1))
+
+    def backward(g):
+        h = g * weight.data if weight is not None else g
+        dx = r * (h - h.mean(axis=-1, keepdims=True) - x_hat * (h * x_hat).mean(axis=-1, keepdims=True))
+        grads = [dx]
+        if weight is not None:
+            grads.append((g * x_hat).sum(axis=lead))
+        if bias is not None:
+            grads.append(g.sum(axis=lead))
+        return tuple(grads)
+    return Tensor._from_op(y, tuple(tensors), backward, "layer_norm")
+
+
+def dropout(x, p: float, training: bool = True, seed=None) -> Tensor:
+    """Zero each entry with probability p and scale the survivors by 1/(1-p) ("inverted" dropout).
+
+    The scaling keeps E[y] = x, so evaluation (training=False) is the identity. Backward: the
+    same mask and scale, d/dx = mask / (1 - p). `seed` (an int or numpy Generator) is required
+    when entries are actually dropped, so that every run is reproducible.
+    """
+    (x,) = tensors_for("dropout", x)
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout: p must be in [0, 1], got {p}")
+    if not training or p == 0:
+        return x
+    if seed is None:
+        raise ValueError("dropout: pass seed= (an int or numpy.random.Generator) so the mask is reproducible")
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    xp = xp_of(x.data)
+    keep = xp.asarray(rng.random(x.shape) >= p)
+    scale = x.dtype.type(0 if p == 1 else 1 / (1 - p))
+    mask = keep * scale
+    return Tensor._from_op(x.data * mask, (x,), lambda g: (g * mask,), "dropout")
+
+
+def embedding(indices, weight) -> Tensor:
+    """Row lookup: out[..., :] = weight[indices[...], :].   indices: int (...), weight: (V, D).
+
+    Backward: row v of dL/dweight is the sum of g over every position whose index is v
+    (scatter_add), which is the matmul backward of one_hot(indices) @ weight without ever
+    building the one-hot matrix.
+    """
+    (weight,) = tensors_for("embedding", weight)
+    if weight.ndim != 2:
+        raise ValueError(f"embedding: weight must be (V, D), got shape {weight.shape}")
+    xp = xp_of(weight.data)
+    idx = indices.data if isinstance(indices, Tensor) else indices
+    idx = xp.asarray(idx)
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"embedding: indices must be integers, got dtype {idx.dtype}")
+    v = weight.shape[0]
+    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= v):
+        raise IndexError(f"embedding: indices must be in [0, {v}) for a table of {v} rows; "
+                         f"got values from {int(idx.min())} to {int(idx.max())}")
+
+    def backward(g):
+        grad = xp.zeros_like(weight.data)
+        scatter_add(grad, idx.reshape(-1), g.reshape(-1, weight.shape[1]))
+        return (grad,)
+    return Tensor._from_op(weight.data[idx], (weight,), backward, "embedding")
