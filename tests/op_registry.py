@@ -1,0 +1,402 @@
+"""Every public differentiable op, paired with a float64 NumPy reference and an input domain.
+
+An entry is OpSpec(draw, op, ref):
+    draw(data) -> (arrays, kwargs)     hypothesis picks shapes, values and options
+    op(*tensors, **kwargs) -> Tensor   the tinyvision op under test
+    ref(*arrays, **kwargs) -> ndarray  the textbook formula, written independently in NumPy
+
+The references are deliberately naive (the formula as printed, loops where clearer) and
+never call tinyvision. tests/test_ops.py checks each op's forward against its reference
+and its backward against finite differences; test_every_op_is_registered fails when an op
+is exported from tinyvision.ops without an entry here.
+"""
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from hypothesis import strategies as st
+
+import tinyvision.ops as F
+from strategies import arrays, axis_of, broadcastable_to, shapes
+
+
+@dataclass
+class OpSpec:
+    draw: Callable
+    op: Callable
+    ref: Callable
+    rtol: float = 1e-6       # gradcheck tolerances (float64 central differences)
+    atol: float = 1e-6
+
+
+REGISTRY = {}
+
+
+def register(name, **kw):
+    def deco(draw):
+        REGISTRY[name] = OpSpec(draw=draw, **kw)
+        return draw
+    return deco
+
+
+def _erf(x):
+    return np.vectorize(math.erf)(x)
+
+
+def _softmax(x, axis):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+# --- elementwise binary, with broadcasting -------------------------------------------------------
+def _binary(data, domain_b="real"):
+    shape = data.draw(shapes(0, 3))
+    a_first = data.draw(st.booleans())
+    other = broadcastable_to(data.draw, shape)
+    sa, sb = (shape, other) if a_first else (other, shape)
+    return [data.draw(arrays(sa)), data.draw(arrays(sb, domain_b))], {}
+
+
+register("add", op=F.add, ref=lambda a, b: a + b)(_binary)
+register("sub", op=F.sub, ref=lambda a, b: a - b)(_binary)
+register("mul", op=F.mul, ref=lambda a, b: a * b)(_binary)
+register("div", op=F.div, ref=lambda a, b: a / b)(lambda data: _binary(data, "away_from_zero"))
+
+
+def _unary(domain):
+    def draw(data):
+        return [data.draw(arrays(data.draw(shapes(0, 3)), domain))], {}
+    return draw
+
+
+register("neg", op=F.neg, ref=lambda x: -x)(_unary("real"))
+register("exp", op=F.exp, ref=np.exp)(_unary("real"))
+register("log", op=F.log, ref=np.log)(_unary("positive"))
+register("sqrt", op=F.sqrt, ref=np.sqrt)(_unary("positive"))
+register("tanh", op=F.tanh, ref=np.tanh)(_unary("real"))
+register("sigmoid", op=F.sigmoid, ref=lambda x: 1 / (1 + np.exp(-x)))(_unary("real"))
+register("relu", op=F.relu, ref=lambda x: np.maximum(x, 0))(_unary("away_from_zero"))
+
+
+@register("pow", op=lambda x, exponent: F.pow(x, exponent), ref=lambda x, exponent: x ** exponent)
+def _draw_pow(data):
+    exponent = data.draw(st.sampled_from([-1.5, -1, 0, 0.5, 1, 2, 3, 2.5]))
+    domain = "real" if exponent in (0, 1, 2, 3) else "positive"
+    return [data.draw(arrays(data.draw(shapes(0, 3)), domain))], {"exponent": exponent}
+
+
+@register("gelu", op=lambda x, approximate: F.gelu(x, approximate),
+          ref=lambda x, approximate: (0.5 * x * (1 + _erf(x / math.sqrt(2)))) if approximate == "none" else
+          0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3))))
+def _draw_gelu(data):
+    return [data.draw(arrays(data.draw(shapes(0, 3))))], {"approximate": data.draw(st.sampled_from(["none", "tanh"]))}
+
+
+@register("clip", op=lambda x, low, high: F.clip(x, low, high),
+          ref=lambda x, low, high: np.minimum(np.maximum(x, -np.inf if low is None else low), np.inf if high is None else high))
+def _draw_clip(data):
+    x = data.draw(arrays(data.draw(shapes(0, 3))))
+    x = np.where(np.abs(np.abs(x) - 0.5) < 1e-3, x + 0.01, x)  # keep off the clip points
+    low, high = data.draw(st.sampled_from([(-0.5, 0.5), (None, 0.5), (-0.5, None)]))
+    return [x], {"low": low, "high": high}
+
+
+def _mask_for(data, shape):
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    return rng.random(broadcastable_to(data.draw, shape)) < 0.5
+
+
+@register("where", op=lambda a, b, cond: F.where(cond, a, b), ref=lambda a, b, cond: np.where(cond, a, b))
+def _draw_where(data):
+    (a, b), _ = _binary(data)
+    shape = np.broadcast_shapes(a.shape, b.shape)
+    return [a, b], {"cond": _mask_for(data, shape)}
+
+
+@register("masked_fill", op=lambda x, mask, value: F.masked_fill(x, mask, value),
+          ref=lambda x, mask, value: np.where(mask, value, x))
+def _draw_masked_fill(data):
+    shape = data.draw(shapes(0, 3))
+    return [data.draw(arrays(shape))], {"mask": _mask_for(data, shape), "value": data.draw(st.sampled_from([0.0, -1e4, 3.5]))}
+
+
+# --- reductions and the softmax family ------------------------------------------------------------
+def _reduction(domain="real", allow_tuple=True, allow_none=True):
+    def draw(data):
+        shape = data.draw(shapes(1, 3))
+        return ([data.draw(arrays(shape, domain))],
+                {"axis": data.draw(axis_of(len(shape), allow_none, allow_tuple)), "keepdims": data.draw(st.booleans())})
+    return draw
+
+
+register("sum", op=lambda x, axis, keepdims: F.sum(x, axis, keepdims),
+         ref=lambda x, axis, keepdims: np.sum(x, axis=axis, keepdims=keepdims))(_reduction())
+register("mean", op=lambda x, axis, keepdims: F.mean(x, axis, keepdims),
+         ref=lambda x, axis, keepdims: np.mean(x, axis=axis, keepdims=keepdims))(_reduction())
+register("max", op=lambda x, axis, keepdims: F.max(x, axis, keepdims),
+         ref=lambda x, axis, keepdims: np.max(x, axis=axis, keepdims=keepdims))(_reduction("distinct"))
+register("logsumexp", op=lambda x, axis, keepdims: F.logsumexp(x, axis, keepdims),
+         ref=lambda x, axis, keepdims: np.log(np.sum(np.exp(x), axis=axis, keepdims=keepdims)))(_reduction())
+
+
+@register("var", op=lambda x, axis, keepdims, ddof: F.var(x, axis, keepdims, ddof),
+          ref=lambda x, axis, keepdims, ddof: np.var(x, axis=axis, keepdims=keepdims, ddof=ddof))
+def _draw_var(data):
+    (x,), kw = _reduction()(data)
+    n = x.size if kw["axis"] is None else int(np.prod([x.shape[a] for a in np.atleast_1d(kw["axis"])]))
+    kw["ddof"] = data.draw(st.sampled_from([0, 1])) if n > 1 else 0
+    return [x], kw
+
+
+def _axis_only(data):
+    shape = data.draw(shapes(1, 3))
+    return [data.draw(arrays(shape))], {"axis": data.draw(st.integers(-len(shape), len(shape) - 1))}
+
+
+register("softmax", op=lambda x, axis: F.softmax(x, axis), ref=lambda x, axis: _softmax(x, axis))(_axis_only)
+register("log_softmax", op=lambda x, axis: F.log_softmax(x, axis),
+         ref=lambda x, axis: np.log(_softmax(x, axis)))(_axis_only)
+
+
+# --- shape ops --------------------------------------------------------------------------------------
+@register("reshape", op=lambda x, shape: F.reshape(x, shape), ref=lambda x, shape: np.reshape(x, shape))
+def _draw_reshape(data):
+    shape = data.draw(shapes(0, 3))
+    target = data.draw(st.sampled_from([(-1,), tuple(reversed(shape)), (1,) + shape, shape + (1,)]))
+    return [data.draw(arrays(shape))], {"shape": target}
+
+
+@register("permute", op=lambda x, axes: F.permute(x, axes), ref=lambda x, axes: np.transpose(x, axes))
+def _draw_permute(data):
+    shape = data.draw(shapes(1, 4))
+    return [data.draw(arrays(shape))], {"axes": tuple(data.draw(st.permutations(range(len(shape)))))}
+
+
+@register("transpose", op=lambda x, axes: F.transpose(x, axes),
+          ref=lambda x, axes: x.T if axes is None else np.swapaxes(x, *axes))
+def _draw_transpose(data):
+    shape = data.draw(shapes(1, 3))
+    nd = len(shape)
+    axes = data.draw(st.one_of(st.none(), st.tuples(st.integers(-nd, nd - 1), st.integers(-nd, nd - 1))))
+    return [data.draw(arrays(shape))], {"axes": axes}
+
+
+@register("getitem", op=lambda x, index: F.getitem(x, index), ref=lambda x, index: x[index])
+def _draw_getitem(data):
+    shape = data.draw(shapes(1, 3, min_side=2))
+    kind = data.draw(st.sampled_from(["int", "slice", "step", "array_repeats", "mixed", "bool", "newaxis"]))
+    n0 = shape[0]
+    index = {
+        "int": lambda: data.draw(st.integers(-n0, n0 - 1)),
+        "slice": lambda: slice(data.draw(st.integers(0, n0 - 1)), None),
+        "step": lambda: (Ellipsis, slice(None, None, data.draw(st.sampled_from([-1, 2])))),
+        # repeated integer indices: the backward must add, not overwrite
+        "array_repeats": lambda: np.array(data.draw(st.lists(st.integers(0, n0 - 1), min_size=1, max_size=6))),
+        "mixed": lambda: (slice(None, None, -1), np.array([0, -1, 0])) if len(shape) > 1 else np.array([0, 0]),
+        "bool": lambda: np.arange(n0) % 2 == 0,
+        "newaxis": lambda: (None, slice(1, None)),
+    }[kind]()
+    if kind == "mixed" and len(shape) > 1:
+        index = (slice(None, None, -1), np.array([0, shape[1] - 1, 0]))
+    return [data.draw(arrays(shape))], {"index": index}
+
+
+def _joinable(data, n_min, same):
+    shape = data.draw(shapes(1, 3))
+    axis = data.draw(st.integers(-len(shape), len(shape) - 1))
+    n = data.draw(st.integers(n_min, 3))
+    out = []
+    for _ in range(n):
+        s = list(shape)
+        if not same:
+            s[axis] = data.draw(st.integers(1, 3))
+        out.append(data.draw(arrays(tuple(s))))
+    return out, axis
+
+
+@register("concatenate", op=lambda *xs, axis: F.concatenate(xs, axis), ref=lambda *xs, axis: np.concatenate(xs, axis))
+def _draw_concatenate(data):
+    xs, axis = _joinable(data, 1, same=False)
+    return xs, {"axis": axis}
+
+
+@register("stack", op=lambda *xs, axis: F.stack(xs, axis), ref=lambda *xs, axis: np.stack(xs, axis))
+def _draw_stack(data):
+    xs, _ = _joinable(data, 1, same=True)
+    return xs, {"axis": data.draw(st.integers(-(xs[0].ndim + 1), xs[0].ndim))}
+
+
+# split returns a list; the test joins the pieces back after weighting piece i by (i + 1), so a
+# backward that routes a gradient to the wrong piece cannot pass.
+@register("split", op=lambda x, sections, axis: F.concatenate(
+              [p * float(i + 1) for i, p in enumerate(F.split(x, sections, axis))], axis),
+          ref=lambda x, sections, axis: np.concatenate(
+              [p * (i + 1) for i, p in enumerate(np.split(x, sections, axis))], axis))
+def _draw_split(data):
+    shape = list(data.draw(shapes(1, 3, min_side=2)))
+    axis = data.draw(st.integers(0, len(shape) - 1))
+    if data.draw(st.booleans()):
+        shape[axis] = 2 * data.draw(st.integers(1, 3))
+        sections = 2
+    else:
+        sections = sorted(data.draw(st.lists(st.integers(0, shape[axis]), min_size=1, max_size=3)))
+    return [data.draw(arrays(tuple(shape)))], {"sections": sections, "axis": axis}
+
+
+@register("pad", op=lambda x, pad_width, value: F.pad(x, pad_width, value),
+          ref=lambda x, pad_width, value: np.pad(x, pad_width, constant_values=value))
+def _draw_pad(data):
+    shape = data.draw(shapes(1, 3))
+    widths = tuple((data.draw(st.integers(0, 2)), data.draw(st.integers(0, 2))) for _ in shape)
+    return [data.draw(arrays(shape))], {"pad_width": widths, "value": data.draw(st.sampled_from([0.0, -1.0]))}
+
+
+# --- linear algebra ---------------------------------------------------------------------------------
+def _matmul_ref(a, b):
+    # The definition, sum_k a[..., i, k] b[..., k, j], by einsum with explicit 1-D promotion.
+    a2 = a[None, :] if a.ndim == 1 else a
+    b2 = b[:, None] if b.ndim == 1 else b
+    out = np.einsum("...ik,...kj->...ij", a2, b2)
+    if a.ndim == 1:
+        out = out[..., 0, :]
+    if b.ndim == 1:
+        out = out[..., 0]
+    return out
+
+
+@register("matmul", op=F.matmul, ref=_matmul_ref)
+def _draw_matmul(data):
+    n, k, m = (data.draw(st.integers(1, 4)) for _ in range(3))
+    kind = data.draw(st.sampled_from(["2d", "batched", "broadcast", "vec_left", "vec_right"]))
+    batch = data.draw(shapes(1, 2, max_side=3))
+    sa, sb = {
+        "2d": ((n, k), (k, m)),
+        "batched": (batch + (n, k), batch + (k, m)),
+        "broadcast": (batch + (n, k), (k, m)) if data.draw(st.booleans()) else ((1,) + (n, k), batch + (k, m)),
+        "vec_left": ((k,), batch + (k, m)),
+        "vec_right": (batch + (n, k), (k,)),
+    }[kind]
+    return [data.draw(arrays(sa)), data.draw(arrays(sb))], {}
+
+
+# --- layers --------------------------------------------------------------------------------------------
+def _layer_norm_ref(x, w, b, eps):
+    mu = x.mean(-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + eps) * w + b
+
+
+@register("layer_norm", op=lambda x, w, b, eps: F.layer_norm(x, w, b, eps), ref=_layer_norm_ref)
+def _draw_layer_norm(data):
+    shape = data.draw(shapes(1, 3, min_side=1))
+    d = shape[-1]
+    return ([data.draw(arrays(shape)), data.draw(arrays((d,))), data.draw(arrays((d,)))],
+            {"eps": data.draw(st.sampled_from([1e-5, 1e-6, 0.1]))})
+
+
+def _dropout_ref(x, p, seed):
+    keep = np.random.default_rng(seed).random(x.shape) >= p
+    return x * keep / (1 - p)
+
+
+@register("dropout", op=lambda x, p, seed: F.dropout(x, p, True, seed=seed), ref=_dropout_ref)
+def _draw_dropout(data):
+    return ([data.draw(arrays(data.draw(shapes(1, 3))))],
+            {"p": data.draw(st.sampled_from([0.1, 0.5, 0.9])), "seed": data.draw(st.integers(0, 1000))})
+
+
+@register("embedding", op=lambda w, ids: F.embedding(ids, w), ref=lambda w, ids: w[ids])
+def _draw_embedding(data):
+    v, d = data.draw(st.integers(1, 5)), data.draw(st.integers(1, 4))
+    ids_shape = data.draw(shapes(1, 2, max_side=4))
+    rng = np.random.default_rng(data.draw(st.integers(0, 1000)))
+    return [data.draw(arrays((v, d)))], {"ids": rng.integers(0, v, ids_shape)}  # repeats are likely
+
+
+# --- losses -----------------------------------------------------------------------------------------------
+def _cross_entropy_ref(logits, target, ignore_index, label_smoothing):
+    c = logits.shape[-1]
+    flat, t = logits.reshape(-1, c), target.reshape(-1)
+    losses = []
+    for row, label in zip(flat, t):
+        if label == ignore_index:
+            continue
+        log_p = row - np.log(np.sum(np.exp(row - row.max()))) - row.max()
+        q = np.full(c, label_smoothing / c)
+        q[label] += 1 - label_smoothing
+        losses.append(-(q * log_p).sum())
+    return np.mean(losses)
+
+
+@register("cross_entropy", op=lambda x, target, ignore_index, label_smoothing: F.cross_entropy(
+              x, target, ignore_index=ignore_index, label_smoothing=label_smoothing),
+          ref=_cross_entropy_ref)
+def _draw_cross_entropy(data):
+    lead = data.draw(shapes(1, 2, max_side=4))
+    c = data.draw(st.integers(1, 5))
+    rng = np.random.default_rng(data.draw(st.integers(0, 1000)))
+    target = rng.integers(0, c, lead)
+    if data.draw(st.booleans()):
+        target.reshape(-1)[1:][rng.random(target.size - 1) < 0.4] = -100  # keep the first one valid
+    return ([data.draw(arrays(lead + (c,)))],
+            {"target": target, "ignore_index": -100, "label_smoothing": data.draw(st.sampled_from([0.0, 0.1, 1.0]))})
+
+
+@register("mse_loss", op=F.mse_loss, ref=lambda p, t: np.mean((p - t) ** 2 * np.ones(np.broadcast_shapes(p.shape, t.shape))))
+def _draw_mse(data):
+    return _binary(data)
+
+
+def _bce_ref(x, y):
+    p = 1 / (1 + np.exp(-x))
+    return np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+@register("binary_cross_entropy_with_logits", op=F.binary_cross_entropy_with_logits, ref=_bce_ref)
+def _draw_bce(data):
+    shape = data.draw(shapes(0, 3))
+    rng = np.random.default_rng(data.draw(st.integers(0, 1000)))
+    return [data.draw(arrays(shape)), rng.uniform(0, 1, broadcastable_to(data.draw, shape))], {}
+
+
+# --- attention ------------------------------------------------------------------------------------------
+def _attention_ref(q, k, v, mask, causal):
+    """Loops over every (batch, query) row: the formula with nothing fused."""
+    nq, nk = q.shape[-2], k.shape[-2]
+    batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    q, k, v = (np.broadcast_to(t, batch + t.shape[-2:]) for t in (q, k, v))
+    allowed = np.ones(batch + (nq, nk), bool)
+    if mask is not None:
+        allowed = allowed & mask
+    if causal:
+        allowed = allowed & (np.arange(nk)[None, :] <= np.arange(nq)[:, None] + (nk - nq))
+    out = np.zeros(batch + (nq, v.shape[-1]))
+    for idx in np.ndindex(*batch):
+        for i in range(nq):
+            keys = np.flatnonzero(allowed[idx + (i,)])
+            if keys.size == 0:
+                continue  # fully masked row: output 0
+            scores = np.array([q[idx + (i,)] @ k[idx + (j,)] for j in keys]) / math.sqrt(q.shape[-1])
+            w = np.exp(scores - scores.max())
+            out[idx + (i,)] = (w / w.sum()) @ v[idx][keys]
+    return out
+
+
+@register("scaled_dot_product_attention",
+          op=lambda q, k, v, mask, causal: F.scaled_dot_product_attention(q, k, v, mask=mask, causal=causal),
+          ref=_attention_ref)
+def _draw_attention(data):
+    batch = data.draw(shapes(0, 2, max_side=3))
+    nq, nk = data.draw(st.integers(1, 5)), data.draw(st.integers(1, 5))
+    d, dv = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 3))
+    kind = data.draw(st.sampled_from(["none", "causal", "mask", "mask_rows_empty"]))
+    mask = None
+    if kind in ("mask", "mask_rows_empty"):
+        rng = np.random.default_rng(data.draw(st.integers(0, 1000)))
+        mask = rng.random((nq, nk)) < 0.6
+        if kind == "mask_rows_empty":
+            mask[0] = False  # a query that may attend to nothing
+    kv_batch = batch if data.draw(st.booleans()) else ()  # keys shared across the batch broadcast
+    return ([data.draw(arrays(batch + (nq, d))), data.draw(arrays(kv_batch + (nk, d))),
+             data.draw(arrays(kv_batch + (nk, dv)))], {"mask": mask, "causal": kind == "causal"})
