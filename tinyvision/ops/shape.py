@@ -51,12 +51,14 @@ def transpose(x, axes=None) -> Tensor:
     return permute(x, order)
 
 
-def _raw_index(index):
-    """Tensor indices become raw arrays; everything else (ints, slices, None, ...) passes."""
+def _raw_index(index, xp):
+    """Tensor and array indices become arrays of x's library; ints, slices, None, ... pass."""
     if isinstance(index, tuple):
-        return tuple(_raw_index(i) for i in index)
+        return tuple(_raw_index(i, xp) for i in index)
     if isinstance(index, Tensor):
-        return index.data.astype(np.int64)
+        return xp.asarray(index.data.astype(np.int64))
+    if isinstance(index, (list, np.ndarray)) or hasattr(index, "__cuda_array_interface__"):
+        return xp.asarray(index)
     return index
 
 
@@ -67,12 +69,12 @@ def getitem(x, index) -> Tensor:
     picked twice by an integer array receives both gradients (scatter_add, not assignment).
     """
     (x,) = tensors_for("getitem", x)
-    index = _raw_index(index)
+    xp = xp_of(x.data)
+    index = _raw_index(index, xp)
     try:
         y = x.data[index]
     except IndexError as err:
         raise IndexError(f"getitem: index {index!r} does not fit shape {x.shape}: {err}") from None
-    xp = xp_of(x.data)
 
     def backward(g):
         grad = xp.zeros_like(x.data)
@@ -101,7 +103,7 @@ def concatenate(tensors, axis: int = 0) -> Tensor:
         (axis,) = normalize_axes("concatenate", axis, tensors[0].ndim)
     tensors = _check_joinable("concatenate", tensors, axis, same_axis_size=False)
     xp = xp_of(tensors[0].data)
-    edges = np.cumsum([t.shape[axis] for t in tensors])[:-1]
+    edges = [int(e) for e in np.cumsum([t.shape[axis] for t in tensors])[:-1]]
 
     def backward(g):
         return tuple(xp.split(g, edges, axis=axis))
