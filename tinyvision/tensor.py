@@ -1,7 +1,7 @@
 """Tensor and reverse-mode automatic differentiation.
 
 A Tensor wraps one raw array (NumPy or CuPy, see backend.py). Every op builds its output
-with `Tensor._from_op(data, parents, backward)`, where `backward(g)` maps the gradient of
+with `Tensor.from_op(data, parents, backward)`, where `backward(g)` maps the gradient of
 the loss with respect to the output, dL/dout (same shape as the output), to a tuple of
 gradients dL/dparent, one per parent (None where a parent needs none). That is the whole
 contract: the chain rule dL/dx = sum over outputs y of (dL/dy)(dy/dx) is then applied by
@@ -90,8 +90,13 @@ class Tensor:
 
     # --- how ops build outputs ---------------------------------------------------------------
     @classmethod
-    def _from_op(cls, data, parents, backward, op: str) -> "Tensor":
-        """Wrap an op's output; record the graph only when a gradient can flow through it."""
+    def from_op(cls, data, parents, backward, op: str) -> "Tensor":
+        """Wrap an op's output; record the graph only when a gradient can flow through it.
+
+        This is how every op in tinyvision.ops is built, and how you write your own:
+        `data` is the raw output array, `parents` the input Tensors, `backward(g)` returns one
+        gradient array (or None) per parent, and `op` names the node for printing.
+        """
         out = cls.__new__(cls)
         Tensor.__init__(out, data, dtype=data.dtype)
         if _grad_enabled and any(p.requires_grad for p in parents):
@@ -108,6 +113,8 @@ class Tensor:
     dtype = property(lambda self: self.data.dtype)
     device = property(lambda self: device_of(self.data))
     is_leaf = property(lambda self: self._backward is None)
+    parents = property(lambda self: self._parents, doc="The input Tensors of the op that made this one.")
+    op = property(lambda self: self._op, doc="The name of the op that made this tensor ('' for a leaf).")
 
     def __len__(self):
         return self.shape[0]

@@ -80,5 +80,5 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False, scale
         dq = (ds @ k.data) * tau
         dk = (ds.swapaxes(-1, -2) @ q.data) * tau
         return unbroadcast(dq, q.shape), unbroadcast(dk, k.shape), unbroadcast(dv, v.shape)
-    out = Tensor._from_op(o, (q, k, v), backward, "scaled_dot_product_attention")
+    out = Tensor.from_op(o, (q, k, v), backward, "scaled_dot_product_attention")
     return (out, p) if return_weights else out

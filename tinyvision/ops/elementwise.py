@@ -30,7 +30,7 @@ def add(a, b) -> Tensor:
 
     def backward(g):
         return unbroadcast(g, a.shape), unbroadcast(g, b.shape)
-    return Tensor._from_op(a.data + b.data, (a, b), backward, "add")
+    return Tensor.from_op(a.data + b.data, (a, b), backward, "add")
 
 
 def sub(a, b) -> Tensor:
@@ -39,7 +39,7 @@ def sub(a, b) -> Tensor:
 
     def backward(g):
         return unbroadcast(g, a.shape), unbroadcast(-g, b.shape)
-    return Tensor._from_op(a.data - b.data, (a, b), backward, "sub")
+    return Tensor.from_op(a.data - b.data, (a, b), backward, "sub")
 
 
 def mul(a, b) -> Tensor:
@@ -48,7 +48,7 @@ def mul(a, b) -> Tensor:
 
     def backward(g):
         return unbroadcast(g * b.data, a.shape), unbroadcast(g * a.data, b.shape)
-    return Tensor._from_op(a.data * b.data, (a, b), backward, "mul")
+    return Tensor.from_op(a.data * b.data, (a, b), backward, "mul")
 
 
 def div(a, b) -> Tensor:
@@ -57,13 +57,13 @@ def div(a, b) -> Tensor:
 
     def backward(g):
         return unbroadcast(g / b.data, a.shape), unbroadcast(-g * a.data / (b.data * b.data), b.shape)
-    return Tensor._from_op(a.data / b.data, (a, b), backward, "div")
+    return Tensor.from_op(a.data / b.data, (a, b), backward, "div")
 
 
 def neg(x) -> Tensor:
     """-x.   d/dx = -1."""
     (x,) = tensors_for("neg", x)
-    return Tensor._from_op(-x.data, (x,), lambda g: (-g,), "neg")
+    return Tensor.from_op(-x.data, (x,), lambda g: (-g,), "neg")
 
 
 def pow(x, exponent) -> Tensor:  # noqa: A001 - the name users expect
@@ -92,14 +92,14 @@ def pow(x, exponent) -> Tensor:  # noqa: A001 - the name users expect
 
     def backward(g):
         return (g * p * power(x.data, p - 1),)
-    return Tensor._from_op(y, (x,), backward, "pow")
+    return Tensor.from_op(y, (x,), backward, "pow")
 
 
 def exp(x) -> Tensor:
     """e^x.   d/dx = e^x (the output itself)."""
     (x,) = tensors_for("exp", x)
     y = xp_of(x.data).exp(x.data)
-    return Tensor._from_op(y, (x,), lambda g: (g * y,), "exp")
+    return Tensor.from_op(y, (x,), lambda g: (g * y,), "exp")
 
 
 def log(x) -> Tensor:
@@ -108,7 +108,7 @@ def log(x) -> Tensor:
     xp = xp_of(x.data)
     with quiet_errors(xp):
         y = check_finite_result("log", xp.log(x.data), "log is undefined for negative inputs")
-    return Tensor._from_op(y, (x,), lambda g: (g / x.data,), "log")
+    return Tensor.from_op(y, (x,), lambda g: (g / x.data,), "log")
 
 
 def sqrt(x) -> Tensor:
@@ -117,14 +117,14 @@ def sqrt(x) -> Tensor:
     xp = xp_of(x.data)
     with quiet_errors(xp):
         y = check_finite_result("sqrt", xp.sqrt(x.data), "sqrt is undefined for negative inputs")
-    return Tensor._from_op(y, (x,), lambda g: (g / (2 * y),), "sqrt")
+    return Tensor.from_op(y, (x,), lambda g: (g / (2 * y),), "sqrt")
 
 
 def tanh(x) -> Tensor:
     """tanh(x).   d/dx = 1 - tanh(x)^2."""
     (x,) = tensors_for("tanh", x)
     y = xp_of(x.data).tanh(x.data)
-    return Tensor._from_op(y, (x,), lambda g: (g * (1 - y * y),), "tanh")
+    return Tensor.from_op(y, (x,), lambda g: (g * (1 - y * y),), "tanh")
 
 
 def sigmoid_array(x):
@@ -138,14 +138,14 @@ def sigmoid(x) -> Tensor:
     """sigma(x) = 1 / (1 + e^-x).   d/dx = sigma(x) (1 - sigma(x))."""
     (x,) = tensors_for("sigmoid", x)
     y = sigmoid_array(x.data)
-    return Tensor._from_op(y, (x,), lambda g: (g * y * (1 - y),), "sigmoid")
+    return Tensor.from_op(y, (x,), lambda g: (g * y * (1 - y),), "sigmoid")
 
 
 def relu(x) -> Tensor:
     """max(x, 0).   d/dx = 1 where x > 0, else 0 (we pick 0 at the kink)."""
     (x,) = tensors_for("relu", x)
     positive = x.data > 0
-    return Tensor._from_op(x.data * positive, (x,), lambda g: (g * positive,), "relu")
+    return Tensor.from_op(x.data * positive, (x,), lambda g: (g * positive,), "relu")
 
 
 _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
@@ -178,7 +178,7 @@ def gelu(x, approximate: str = "none") -> Tensor:
             return (g * (0.5 * (1 + t) + 0.5 * v * (1 - t * t) * du),)
     else:
         raise ValueError(f'gelu: approximate must be "none" or "tanh", got {approximate!r}')
-    return Tensor._from_op(y.astype(v.dtype, copy=False), (x,), backward, "gelu")
+    return Tensor.from_op(y.astype(v.dtype, copy=False), (x,), backward, "gelu")
 
 
 def clip(x, low=None, high=None) -> Tensor:
@@ -191,7 +191,7 @@ def clip(x, low=None, high=None) -> Tensor:
     xp = xp_of(x.data)
     y = xp.clip(x.data, low, high)
     inside = y == x.data
-    return Tensor._from_op(y, (x,), lambda g: (g * inside,), "clip")
+    return Tensor.from_op(y, (x,), lambda g: (g * inside,), "clip")
 
 
 def _as_bool_mask(op, mask, like):
@@ -214,7 +214,7 @@ def where(condition, a, b) -> Tensor:
         zero = xp.zeros((), dtype=g.dtype)
         return (unbroadcast(xp.where(cond, g, zero), a.shape), unbroadcast(xp.where(cond, zero, g), b.shape))
     y = xp.broadcast_to(xp.where(cond, a.data, b.data), shape)
-    return Tensor._from_op(xp.ascontiguousarray(y), (a, b), backward, "where")
+    return Tensor.from_op(xp.ascontiguousarray(y), (a, b), backward, "where")
 
 
 def masked_fill(x, mask, value: float) -> Tensor:
@@ -225,5 +225,5 @@ def masked_fill(x, mask, value: float) -> Tensor:
         raise ValueError(f"masked_fill: mask of shape {tuple(mask.shape)} must broadcast to x's shape {x.shape}")
     xp = xp_of(x.data)
     y = xp.where(mask, xp.asarray(value, dtype=x.dtype), x.data)
-    return Tensor._from_op(y, (x,), lambda g: (xp.where(mask, xp.zeros((), g.dtype), g),), "masked_fill")
+    return Tensor.from_op(y, (x,), lambda g: (xp.where(mask, xp.zeros((), g.dtype), g),), "masked_fill")
 

@@ -59,7 +59,7 @@ def layer_norm(x, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
         if bias is not None:
             grads.append(g.sum(axis=lead))
         return tuple(grads)
-    return Tensor._from_op(y, tuple(tensors), backward, "layer_norm")
+    return Tensor.from_op(y, tuple(tensors), backward, "layer_norm")
 
 
 def dropout(x, p: float, training: bool = True, seed=None) -> Tensor:
@@ -81,7 +81,7 @@ def dropout(x, p: float, training: bool = True, seed=None) -> Tensor:
     keep = xp.asarray(rng.random(x.shape) >= p)
     scale = x.dtype.type(0 if p == 1 else 1 / (1 - p))
     mask = keep * scale
-    return Tensor._from_op(x.data * mask, (x,), lambda g: (g * mask,), "dropout")
+    return Tensor.from_op(x.data * mask, (x,), lambda g: (g * mask,), "dropout")
 
 
 def embedding(indices, weight) -> Tensor:
@@ -108,4 +108,4 @@ def embedding(indices, weight) -> Tensor:
         grad = xp.zeros_like(weight.data)
         scatter_add(grad, idx.reshape(-1), g.reshape(-1, weight.shape[1]))
         return (grad,)
-    return Tensor._from_op(weight.data[idx], (weight,), backward, "embedding")
+    return Tensor.from_op(weight.data[idx], (weight,), backward, "embedding")

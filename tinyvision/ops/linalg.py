@@ -35,4 +35,4 @@ def matmul(a, b) -> Tensor:
 
     def backward(g):
         return unbroadcast(g @ _swap_last(b.data), a.shape), unbroadcast(_swap_last(a.data) @ g, b.shape)
-    return Tensor._from_op(a.data @ b.data, (a, b), backward, "matmul")
+    return Tensor.from_op(a.data @ b.data, (a, b), backward, "matmul")

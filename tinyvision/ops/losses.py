@@ -70,7 +70,7 @@ def cross_entropy(logits, target, ignore_index: int = -100, label_smoothing: flo
         q = (one_hot * (1 - label_smoothing) + label_smoothing / c).astype(logits.dtype)
         gl = (g * scale)[..., None] if reduction == "none" else g * scale
         return ((softmax_array(logits.data, -1) - q) * valid[..., None] * gl,)
-    return Tensor._from_op(xp.asarray(out, dtype=logits.dtype), (logits,), backward, "cross_entropy")
+    return Tensor.from_op(xp.asarray(out, dtype=logits.dtype), (logits,), backward, "cross_entropy")
 
 
 def mse_loss(prediction, target, reduction: str = "mean") -> Tensor:
@@ -88,7 +88,7 @@ def mse_loss(prediction, target, reduction: str = "mean") -> Tensor:
     def backward(g):
         d = 2 * diff * (g * scale)
         return unbroadcast(d, prediction.shape), unbroadcast(-d, target.shape)
-    return Tensor._from_op(xp.asarray(out, dtype=prediction.dtype), (prediction, target), backward, "mse_loss")
+    return Tensor.from_op(xp.asarray(out, dtype=prediction.dtype), (prediction, target), backward, "mse_loss")
 
 
 def binary_cross_entropy_with_logits(logits, target, reduction: str = "mean") -> Tensor:
@@ -115,5 +115,5 @@ def binary_cross_entropy_with_logits(logits, target, reduction: str = "mean") ->
     def backward(g):
         gs = g * scale
         return unbroadcast((sigmoid_array(x) - y) * gs, logits.shape), unbroadcast(-x * gs, target.shape)
-    return Tensor._from_op(xp.asarray(out, dtype=logits.dtype), (logits, target), backward,
+    return Tensor.from_op(xp.asarray(out, dtype=logits.dtype), (logits, target), backward,
                            "binary_cross_entropy_with_logits")

@@ -29,7 +29,7 @@ def sum(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
     def backward(g):
         g = g if keepdims else expand_reduced(g, axes, x.shape)
         return (xp.broadcast_to(g, x.shape).copy(),)
-    return Tensor._from_op(x.data.sum(axis=axes, keepdims=keepdims), (x,), backward, "sum")
+    return Tensor.from_op(x.data.sum(axis=axes, keepdims=keepdims), (x,), backward, "sum")
 
 
 def mean(x, axis=None, keepdims: bool = False) -> Tensor:
@@ -44,7 +44,7 @@ def mean(x, axis=None, keepdims: bool = False) -> Tensor:
     def backward(g):
         g = g if keepdims else expand_reduced(g, axes, x.shape)
         return (xp.broadcast_to(g / n, x.shape).copy(),)
-    return Tensor._from_op(x.data.mean(axis=axes, keepdims=keepdims), (x,), backward, "mean")
+    return Tensor.from_op(x.data.mean(axis=axes, keepdims=keepdims), (x,), backward, "mean")
 
 
 def max(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
@@ -64,7 +64,7 @@ def max(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
         winners = x.data == y
         return (winners * (g / winners.sum(axis=axes, keepdims=True)),)
     out = y if keepdims else y.reshape([n for i, n in enumerate(x.shape) if i not in axes])
-    return Tensor._from_op(out, (x,), backward, "max")
+    return Tensor.from_op(out, (x,), backward, "max")
 
 
 def var(x, axis=None, keepdims: bool = False, ddof: int = 0) -> Tensor:
@@ -85,7 +85,7 @@ def var(x, axis=None, keepdims: bool = False, ddof: int = 0) -> Tensor:
     def backward(g):
         g = g if keepdims else expand_reduced(g, axes, x.shape)
         return (g * centred * (2 / (n - ddof)),)
-    return Tensor._from_op(y, (x,), backward, "var")
+    return Tensor.from_op(y, (x,), backward, "var")
 
 
 def logsumexp_array(v, axis, keepdims=True):
@@ -125,7 +125,7 @@ def logsumexp(x, axis=-1, keepdims: bool = False) -> Tensor:
             p = xp_of(g).exp(x.data - y)
         return (g * xp_of(g).nan_to_num(p),)
     out = y if keepdims else y.reshape([n for i, n in enumerate(x.shape) if i not in axes])
-    return Tensor._from_op(out, (x,), backward, "logsumexp")
+    return Tensor.from_op(out, (x,), backward, "logsumexp")
 
 
 def softmax(x, axis: int = -1) -> Tensor:
@@ -140,7 +140,7 @@ def softmax(x, axis: int = -1) -> Tensor:
 
     def backward(g):
         return (y * (g - (g * y).sum(axis=axis, keepdims=True)),)
-    return Tensor._from_op(y, (x,), backward, "softmax")
+    return Tensor.from_op(y, (x,), backward, "softmax")
 
 
 def log_softmax(x, axis: int = -1) -> Tensor:
@@ -151,5 +151,5 @@ def log_softmax(x, axis: int = -1) -> Tensor:
 
     def backward(g):
         return (g - softmax_array(x.data, axis) * g.sum(axis=axis, keepdims=True),)
-    return Tensor._from_op(y, (x,), backward, "log_softmax")
+    return Tensor.from_op(y, (x,), backward, "log_softmax")
 

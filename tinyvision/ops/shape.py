@@ -25,7 +25,7 @@ def reshape(x, shape) -> Tensor:
     if shape.count(-1) > 1 or any(n < -1 for n in shape) or (
             -1 not in shape and known != x.size) or (-1 in shape and (known == 0 or x.size % known)):
         raise ValueError(f"reshape: cannot view {x.size} values of shape {x.shape} as shape {shape}")
-    return Tensor._from_op(x.data.reshape(shape), (x,), lambda g: (g.reshape(x.shape),), "reshape")
+    return Tensor.from_op(x.data.reshape(shape), (x,), lambda g: (g.reshape(x.shape),), "reshape")
 
 
 def permute(x, axes) -> Tensor:
@@ -35,7 +35,7 @@ def permute(x, axes) -> Tensor:
     if len(axes) != x.ndim or sorted(a % max(x.ndim, 1) for a in axes) != list(range(x.ndim)):
         raise ValueError(f"permute: axes {axes} are not a permutation of the {x.ndim} axes of shape {x.shape}")
     inverse = tuple(int(i) for i in np.argsort([a % x.ndim for a in axes]))
-    return Tensor._from_op(x.data.transpose(axes), (x,), lambda g: (g.transpose(inverse),), "permute")
+    return Tensor.from_op(x.data.transpose(axes), (x,), lambda g: (g.transpose(inverse),), "permute")
 
 
 def transpose(x, axes=None) -> Tensor:
@@ -80,7 +80,7 @@ def getitem(x, index) -> Tensor:
         grad = xp.zeros_like(x.data)
         scatter_add(grad, index, g)
         return (grad,)
-    return Tensor._from_op(xp.array(y, copy=True), (x,), backward, "getitem")
+    return Tensor.from_op(xp.array(y, copy=True), (x,), backward, "getitem")
 
 
 def _check_joinable(op, tensors, axis, same_axis_size):
@@ -108,7 +108,7 @@ def concatenate(tensors, axis: int = 0) -> Tensor:
     def backward(g):
         return tuple(xp.split(g, edges, axis=axis))
     y = xp.concatenate([t.data for t in tensors], axis=axis)
-    return Tensor._from_op(y, tuple(tensors), backward, "concatenate")
+    return Tensor.from_op(y, tuple(tensors), backward, "concatenate")
 
 
 def stack(tensors, axis: int = 0) -> Tensor:
@@ -119,7 +119,7 @@ def stack(tensors, axis: int = 0) -> Tensor:
 
     def backward(g):
         return tuple(xp.take(g, i, axis=axis) for i in range(len(tensors)))
-    return Tensor._from_op(xp.stack([t.data for t in tensors], axis=axis), tuple(tensors), backward, "stack")
+    return Tensor.from_op(xp.stack([t.data for t in tensors], axis=axis), tuple(tensors), backward, "stack")
 
 
 def split(x, sections, axis: int = 0) -> list:
@@ -156,4 +156,4 @@ def pad(x, pad_width, value: float = 0.0) -> Tensor:
     xp = xp_of(x.data)
     y = xp.pad(x.data, [tuple(int(v) for v in w) for w in widths], mode="constant", constant_values=value)
     inner = tuple(slice(int(b), int(b) + n) for (b, _), n in zip(widths, x.shape))
-    return Tensor._from_op(y, (x,), lambda g: (g[inner].copy(),), "pad")
+    return Tensor.from_op(y, (x,), lambda g: (g[inner].copy(),), "pad")

@@ -1,0 +1,50 @@
+"""Plumbing every lesson shares: the command line, saving figures, and the final result line.
+
+    args = parse_args(__doc__)            # --quick, --seed, --out
+    plt = pyplot()                        # matplotlib on the Agg backend, imported only when plotting
+    save_figure(fig, args.out, "00_loss_curve.png")
+    print_result({"train_accuracy": 0.99})   # last line: result: {...} (one line of JSON)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+__all__ = ["parse_args", "print_result", "pyplot", "save_figure"]
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "out"
+
+
+def parse_args(doc: str | None, argv=None) -> argparse.Namespace:
+    """--quick (small and fast, for CI), --seed (default 0), --out (figure folder, default lessons/out)."""
+    title = (doc or "").strip().splitlines()[0] if doc else None
+    parser = argparse.ArgumentParser(description=title)
+    parser.add_argument("--quick", action="store_true", help="fewer points and steps, for CI (seconds)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"folder for figures (default {DEFAULT_OUT})")
+    return parser.parse_args(argv)
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend: files only, no window, works without a display."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save_figure(fig, out_dir, name: str) -> Path:
+    """Save `fig` as out_dir/name (PNG), close it, and say where it went."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / name
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    pyplot().close(fig)
+    print(f"saved {path}")
+    return path
+
+
+def print_result(result: dict) -> None:
+    """The lesson's last line, `result: {json}`, which CI and the course notes read."""
+    print("result: " + json.dumps(result))
