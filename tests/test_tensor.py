@@ -215,3 +215,11 @@ def test_dropout_keeps_the_mean_and_is_identity_in_eval():
     assert abs(y.mean() - 1) < 0.01 and abs((y == 0).mean() - 0.3) < 0.01
     assert F.dropout(x, 0.3, training=False) is x
     np.testing.assert_array_equal(F.dropout(x, 0.3, seed=5).numpy(), F.dropout(x, 0.3, seed=5).numpy())
+
+
+def test_scalar_leaf_gradient_is_an_array_that_updates_in_place():
+    s = tv.Tensor(np.array(2.0), requires_grad=True)
+    (s * s).backward()
+    assert isinstance(s.grad, np.ndarray) and s.grad.shape == ()
+    s.grad *= 0.5  # must act on the stored gradient, not on a temporary scalar
+    assert float(s.grad) == 2.0

@@ -196,7 +196,9 @@ class Tensor:
             if g is None:
                 continue
             if node._backward is None:  # a leaf: accumulate like PyTorch
-                node.grad = g.copy() if node.grad is None else node.grad + g
+                # xp.array copies AND keeps a 0-d gradient an array: a NumPy scalar would make an
+                # in-place update such as p.grad *= s a silent no-op.
+                node.grad = xp.array(g if node.grad is None else node.grad + g)
                 continue
             for parent, pg in zip(node._parents, node._backward(g)):
                 if pg is None or not parent.requires_grad:

@@ -1,0 +1,439 @@
+"""Optimizers: how a gradient becomes a change of the weights.
+
+Every optimizer here walks its parameter groups and, for each parameter p with a gradient
+g = dL/dp, applies one update rule in place on the raw array p.data. The rules, with
+learning rate lr (alpha in the papers) and step counter t = 1, 2, ...:
+
+    SGD with momentum mu (PyTorch's form of Sutskever et al. 2013, the lr outside the buffer):
+        b_t = mu b_{t-1} + g_t                      b_0 = 0, so b_1 = g_1
+        p_t = p_{t-1} - lr b_t                      (heavy ball)
+        p_t = p_{t-1} - lr (g_t + mu b_t)           (nesterov=True)
+
+    Adam (Kingma & Ba 2015, Algorithm 1):
+        m_t = beta1 m_{t-1} + (1 - beta1) g_t       first moment, m_0 = 0
+        v_t = beta2 v_{t-1} + (1 - beta2) g_t^2     second moment, v_0 = 0
+        m^_t = m_t / (1 - beta1^t),  v^_t = v_t / (1 - beta2^t)     bias correction
+        p_t = p_{t-1} - lr m^_t / (sqrt(v^_t) + eps)
+
+    Weight decay lambda, two different things (Loshchilov & Hutter 2019):
+        L2 (SGD, Adam):      g_t <- g_t + lambda p_{t-1}     the gradient of (lambda/2)||p||^2
+        decoupled (AdamW):   p_t <- p_{t-1} - lr lambda p_{t-1}, then the Adam step on g_t alone
+    For plain SGD the two coincide. For Adam they do not: L2's lambda p is divided by sqrt(v^), so
+    weights with large gradients are barely decayed. AdamW decays every weight at the same rate.
+
+Parameter groups (PyTorch semantics). `params` is a list of Parameters, or a list of dicts
+{"params": [...], "lr": ..., "weight_decay": ...}; a key a group leaves out takes the
+optimizer's default. `param_groups_no_decay` builds the usual two groups: matrices decayed,
+biases / norm weights / scalars not.
+
+State. Each parameter's buffers (momentum, m, v, its step count) live in `optimizer.state`,
+created at its first update. `state_dict()` flattens groups and buffers into NumPy arrays and
+plain numbers, so a checkpoint is a .npz file (tinyvision.io) and a resumed run takes exactly
+the same steps as one that never stopped.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from ..backend import to_device, xp_of
+from ..tensor import Tensor
+
+__all__ = ["SGD", "Adam", "AdamW", "Optimizer", "clip_grad_norm", "param_groups_no_decay"]
+
+
+# --- argument checks -------------------------------------------------------------------------
+def _check_number(where: str, name: str, value, low: float = 0.0, high: float | None = None) -> float:
+    """`value` as a float in [low, high) (or [low, inf)), else a ValueError naming it."""
+    is_real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not is_real or not math.isfinite(value) or value < low or (high is not None and value >= high):
+        wanted = f"in [{low}, {high})" if high is not None else f">= {low}"
+        raise ValueError(f"{where}: {name} must be a finite number {wanted}, got {value!r}")
+    return float(value)
+
+
+def _check_params(where: str, params) -> list:
+    """A list of leaf Tensors from `params`, with the common mistakes named."""
+    if isinstance(params, Tensor):
+        # A Tensor is iterable (over its rows), so list(tensor) would silently give slices.
+        raise TypeError(f"{where}: params must be a list of Parameters, got a single Tensor of shape "
+                        f"{params.shape}; wrap it in a list: [p]")
+    if callable(params):
+        raise TypeError(f"{where}: params is a function ({getattr(params, '__name__', params)!r}); "
+                        "did you mean model.parameters() rather than model.parameters?")
+    params = list(params)
+    for i, p in enumerate(params):
+        if not isinstance(p, Tensor):
+            raise TypeError(f"{where}: params[{i}] is a {type(p).__name__}, not a Parameter")
+        if not p.is_leaf:
+            raise ValueError(f"{where}: params[{i}] (shape {p.shape}) is the output of an op "
+                             f"({p._op!r}), not a leaf; only leaves (Parameters) can be optimized")
+    return params
+
+
+# --- the base class --------------------------------------------------------------------------
+class Optimizer:
+    """Parameter groups, per-parameter state, zero_grad / step / state_dict.
+
+    A subclass names its hyperparameters in `defaults`, checks them in `_check_hyperparameters`,
+    lists its per-parameter buffer names in `state_names`, and writes one update rule in
+    `_update(p, grad, state, group)`. Create the optimizer after `model.to(device)`: the
+    buffers are made on the device the parameter is on at its first step.
+    """
+
+    state_names: tuple = ()
+
+    def __init__(self, params, defaults: dict):
+        where = type(self).__name__
+        self.defaults = self._check_hyperparameters(dict(defaults), where)
+        if isinstance(params, dict):
+            raise TypeError(f"{where}: params is one group dict; pass a list of groups: [group]")
+        if isinstance(params, Tensor) or callable(params):
+            _check_params(where, params)  # raises the specific TypeError
+        items = list(params)
+        if items and all(isinstance(item, dict) for item in items):
+            groups = items
+        elif any(isinstance(item, dict) for item in items):
+            raise TypeError(f"{where}: params mixes Parameters and group dicts; pass one kind only")
+        else:
+            groups = [{"params": items}]
+
+        self.param_groups = []
+        first_seen = {}  # id(parameter) -> the group it was first listed in
+        for i, group in enumerate(groups):
+            here = f"{where} param_groups[{i}]"
+            if "params" not in group:
+                raise ValueError(f"{here}: a group dict needs a 'params' key, got keys {sorted(group)}")
+            unknown = sorted(set(group) - {"params"} - set(self.defaults))
+            if unknown:
+                raise ValueError(f"{here}: unknown keys {unknown}; {where} groups take 'params' and "
+                                 f"{sorted(self.defaults)}")
+            group_params = _check_params(here, group["params"])
+            for p in group_params:
+                if id(p) in first_seen:
+                    raise ValueError(f"{here}: a parameter of shape {p.shape} appears twice, in "
+                                     f"param_groups[{first_seen[id(p)]}] and param_groups[{i}]; "
+                                     "each parameter may be listed once")
+                first_seen[id(p)] = i
+            hyper = {**self.defaults, **{k: v for k, v in group.items() if k != "params"}}
+            self.param_groups.append({"params": group_params, **self._check_hyperparameters(hyper, here)})
+        if not first_seen:
+            raise ValueError(f"{where}: params is empty; the optimizer got no parameters to update")
+        # Keyed by id(): the groups hold a reference to every parameter, so ids stay unique.
+        self.state = {}
+
+    def _check_hyperparameters(self, hyper: dict, where: str) -> dict:
+        """Return `hyper` with every value checked and normalised (floats, tuples), or raise."""
+        raise NotImplementedError(f"{type(self).__name__} must define _check_hyperparameters")  # abstract
+
+    def _update(self, p, grad, state: dict, group: dict) -> None:
+        """Apply the update rule to p.data in place, reading and writing the buffers in `state`."""
+        raise NotImplementedError(f"{type(self).__name__} must define _update")  # abstract
+
+    def _parameters(self) -> list:
+        return [p for group in self.param_groups for p in group["params"]]
+
+    def zero_grad(self) -> None:
+        """Forget every gradient (None, as PyTorch's set_to_none), since backward() accumulates."""
+        for p in self._parameters():
+            p.grad = None
+
+    def step(self) -> None:
+        """One update of every parameter that has a gradient; the others are left untouched.
+
+        Works on the raw arrays p.data and p.grad, so no graph is recorded.
+        """
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.shape != p.data.shape:
+                    raise ValueError(f"{type(self).__name__}.step: a gradient of shape {tuple(p.grad.shape)} "
+                                     f"for a parameter of shape {p.shape}")
+                self._update(p, p.grad, self.state.setdefault(id(p), {}), group)
+
+    # --- saving and resuming ---------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """A flat dict of NumPy arrays and numbers, ready for np.savez.
+
+            "param_groups.{i}.{name}"   group i's hyperparameters (tuples as float64 arrays)
+            "param_groups.{i}.params"   the indices of its parameters, counted over all groups
+            "state.{j}.{name}"          parameter j's buffers, copied to the CPU
+        Indexing parameters by position, not by name, is PyTorch's choice too: an optimizer sees
+        a list of tensors and never learns their names.
+        """
+        out, start = {}, 0
+        for i, group in enumerate(self.param_groups):
+            for name, value in group.items():
+                if name != "params":
+                    is_pair = isinstance(value, tuple)  # betas
+                    out[f"param_groups.{i}.{name}"] = np.asarray(value, np.float64) if is_pair else value
+            out[f"param_groups.{i}.params"] = np.arange(start, start + len(group["params"]))
+            start += len(group["params"])
+        for j, p in enumerate(self._parameters()):
+            for name, value in self.state.get(id(p), {}).items():
+                is_count = isinstance(value, numbers.Number)  # "step"
+                out[f"state.{j}.{name}"] = value if is_count else to_device(value, "cpu").copy()
+        return out
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore hyperparameters and buffers from `state_dict()` (or its .npz round trip).
+
+        Everything is checked before anything changes: the same groups with the same numbers of
+        parameters, buffer shapes equal to parameter shapes, no missing or unexpected keys.
+        """
+        where = f"{type(self).__name__}.load_state_dict"
+        params = self._parameters()
+        expected_group_keys = {f"param_groups.{i}.{name}"
+                               for i, group in enumerate(self.param_groups) for name in group}
+        group_keys = {k for k in state if k.startswith("param_groups.")}
+        missing = sorted(expected_group_keys - group_keys)
+        unexpected = sorted(group_keys - expected_group_keys)
+        buffers = {}  # parameter index -> {buffer name: value}
+        for key in state:
+            parts = key.split(".")
+            if parts[0] == "param_groups":
+                continue
+            ok = (len(parts) == 3 and parts[0] == "state" and parts[1].isdigit()
+                  and int(parts[1]) < len(params) and parts[2] in self.state_names)
+            if not ok:
+                unexpected.append(key)
+            else:
+                buffers.setdefault(int(parts[1]), {})[parts[2]] = state[key]
+        if missing or unexpected:
+            raise KeyError(f"{where}: missing keys {missing}, unexpected keys {unexpected} "
+                           f"({type(self).__name__} keeps buffers {list(self.state_names)})")
+
+        new_groups, start = [], 0
+        for i, group in enumerate(self.param_groups):
+            indices = np.asarray(state[f"param_groups.{i}.params"]).tolist()
+            if indices != list(range(start, start + len(group["params"]))):
+                raise ValueError(f"{where}: param_groups[{i}] holds parameters {indices} in the saved state but "
+                                 f"{len(group['params'])} parameters here, starting at index {start}")
+            start += len(group["params"])
+            hyper = {name: _like(group[name], state[f"param_groups.{i}.{name}"]) for name in group if name != "params"}
+            new_groups.append(self._check_hyperparameters(hyper, f"{where} param_groups[{i}]"))
+
+        new_state = {}
+        for j, saved in sorted(buffers.items()):
+            p = params[j]
+            if set(saved) != set(self.state_names):
+                raise ValueError(f"{where}: parameter {j} has buffers {sorted(saved)}, expected all of "
+                                 f"{sorted(self.state_names)} or none")
+            own = {}
+            for name, value in saved.items():
+                if name == "step":
+                    own[name] = int(value)
+                    continue
+                value = np.asarray(value)
+                if value.shape != p.shape:
+                    raise ValueError(f"{where}: state.{j}.{name} has shape {value.shape}, but parameter {j} "
+                                     f"has shape {p.shape}")
+                own[name] = to_device(value.astype(p.dtype, copy=True), p.device)
+            new_state[id(p)] = own
+
+        for group, hyper in zip(self.param_groups, new_groups):
+            group.update(hyper)
+        self.state = new_state
+
+
+def _like(current, saved):
+    """`saved` (perhaps a 0-d or 1-d array after np.load) in the Python type of `current`."""
+    if isinstance(current, tuple):
+        return tuple(float(x) for x in np.asarray(saved).ravel())
+    if isinstance(current, bool):
+        return bool(saved)
+    return float(saved)
+
+
+# --- SGD -------------------------------------------------------------------------------------
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional (Nesterov) momentum and L2 weight decay.
+
+        g <- g + weight_decay p                    (L2; without momentum, the same as decoupled decay)
+        b <- momentum b + g                        (b = g at the first step)
+        p <- p - lr b            or, nesterov,     p <- p - lr (g + momentum b)
+
+    These are torch.optim.SGD's formulas with dampening 0. Sutskever et al. (2013, eq. 1-4) put
+    the lr inside the buffer (v <- mu v - lr g); with a constant lr the two are the same, and
+    this form keeps the buffer unchanged when a schedule changes the lr.
+    """
+
+    state_names = ("momentum_buffer",)
+
+    def __init__(self, params, lr: float, momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0):
+        super().__init__(params, {"lr": lr, "momentum": momentum, "nesterov": nesterov, "weight_decay": weight_decay})
+
+    def _check_hyperparameters(self, hyper, where):
+        hyper["lr"] = _check_number(where, "lr", hyper["lr"])
+        hyper["momentum"] = _check_number(where, "momentum", hyper["momentum"], high=1.0)
+        hyper["weight_decay"] = _check_number(where, "weight_decay", hyper["weight_decay"])
+        if not isinstance(hyper["nesterov"], (bool, np.bool_)):
+            raise ValueError(f"{where}: nesterov must be True or False, got {hyper['nesterov']!r}")
+        hyper["nesterov"] = bool(hyper["nesterov"])
+        if hyper["nesterov"] and hyper["momentum"] == 0:
+            raise ValueError(f"{where}: nesterov=True needs momentum > 0, got momentum={hyper['momentum']}")
+        return hyper
+
+    def _update(self, p, grad, state, group):
+        lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
+        g = grad + wd * p.data if wd != 0 else grad
+        if mu != 0:
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                # b_1 = g_1 (= mu * 0 + g_1). xp.array copies (g may be p.grad itself) and makes a
+                # 0-d g, which NumPy arithmetic returns as an immutable scalar, an updatable array.
+                buf = state["momentum_buffer"] = xp_of(p.data).array(g)
+            else:
+                buf *= mu
+                buf += g
+            # Nesterov looks ahead: the step uses the gradient plus the momentum it is about to apply.
+            g = g + mu * buf if group["nesterov"] else buf
+        p.data -= lr * g
+
+
+# --- Adam and AdamW --------------------------------------------------------------------------
+class Adam(Optimizer):
+    """Adam (Kingma & Ba 2015, Algorithm 1), with weight decay as an L2 term in the gradient.
+
+        g <- g + weight_decay p                    (L2, as torch.optim.Adam)
+        m <- beta1 m + (1 - beta1) g               v <- beta2 v + (1 - beta2) g^2
+        p <- p - lr (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
+
+    m and v start at 0, so early on they are biased toward 0; dividing by 1 - beta^t removes
+    exactly that bias (the paper's section 3). Each parameter counts its own t, so a
+    parameter that had no gradient on some steps is still corrected correctly.
+
+    The paper's faster variant folds the correction into the lr and adds eps to sqrt(v)
+    uncorrected; that moves eps slightly. We keep Algorithm 1 as printed, which is also what
+    torch.optim.Adam computes (up to rounding).
+    """
+
+    state_names = ("step", "exp_avg", "exp_avg_sq")
+    decoupled_weight_decay = False  # AdamW sets this: the one line in which the two differ
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
+
+    def _check_hyperparameters(self, hyper, where):
+        hyper["lr"] = _check_number(where, "lr", hyper["lr"])
+        betas = hyper["betas"]
+        if isinstance(betas, np.ndarray):
+            betas = betas.tolist()
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"{where}: betas must be a pair (beta1, beta2), got {hyper['betas']!r}")
+        hyper["betas"] = tuple(_check_number(where, f"betas[{k}]", b, high=1.0) for k, b in enumerate(betas))
+        hyper["eps"] = _check_number(where, "eps", hyper["eps"])
+        hyper["weight_decay"] = _check_number(where, "weight_decay", hyper["weight_decay"])
+        return hyper
+
+    def _update(self, p, grad, state, group):
+        xp = xp_of(p.data)
+        lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+        if not state:
+            state.update(step=0, exp_avg=xp.zeros_like(p.data), exp_avg_sq=xp.zeros_like(p.data))
+        state["step"] += 1
+        t = state["step"]
+
+        g = grad
+        if wd != 0 and self.decoupled_weight_decay:
+            # AdamW: shrink p directly, p <- p - lr wd p, outside the adaptive scaling below.
+            # Written as one multiply, as torch.optim.AdamW does.
+            p.data *= 1 - lr * wd
+        elif wd != 0:
+            g = grad + wd * p.data
+
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m *= beta1
+        m += (1 - beta1) * g
+        v *= beta2
+        v += (1 - beta2) * (g * g)
+        m_hat = m / (1 - beta1 ** t)
+        v_hat = v / (1 - beta2 ** t)
+        p.data -= lr * m_hat / (xp.sqrt(v_hat) + eps)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter 2019, Algorithm 2).
+
+        p <- p - lr weight_decay p                 (decay first, on the weights themselves)
+        then Adam's update with the raw gradient g (no L2 term).
+
+    With L2 in Adam, the decay gradient wd p is divided by sqrt(v^) like every gradient, so
+    weights with a large gradient history are hardly decayed. Decoupling restores weight
+    decay's meaning: every weight shrinks by the same factor (1 - lr wd) per step.
+
+    The paper scales the decay by the schedule multiplier eta_t alone (p <- p - eta_t lambda p);
+    PyTorch, timm and we multiply by the lr, so a wd tuned with torch.optim.AdamW carries over.
+    With weight_decay=0 this is exactly Adam.
+    """
+
+    decoupled_weight_decay = True
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+
+# --- helpers used around an optimizer --------------------------------------------------------
+def param_groups_no_decay(module, weight_decay: float, skip: tuple = ()) -> list:
+    """Two groups: [weights with ndim >= 2, decayed], [everything with ndim <= 1, not decayed].
+
+    Weight decay pulls weights toward 0, a prior that suits the matrices of linear, conv and
+    embedding layers (it limits their norm). It does not suit the rest:
+      - biases and LayerNorm shifts only move activations; pulling them to 0 is no prior at all;
+      - LayerNorm scales (init 1) would be pulled toward 0, i.e. toward switching the layer off;
+      - a scalar like CLIP's logit_scale (log of the temperature, init ln(1/0.07)) would be
+        pulled toward s = exp(0) = 1, which collapses the contrastive logits (open_clip #815).
+    So, like timm and open_clip, decay only what has at least 2 axes. `skip` names further
+    parameters to exempt (timm also exempts `pos_embed` and `cls_token`). Frozen parameters
+    (requires_grad=False) are left out of both groups.
+    """
+    weight_decay = _check_number("param_groups_no_decay", "weight_decay", weight_decay)
+    names = dict(module.named_parameters())
+    unknown = sorted(set(skip) - set(names))
+    if unknown:
+        raise ValueError(f"param_groups_no_decay: skip names {unknown} are not parameters of {type(module).__name__}")
+    decay, no_decay = [], []
+    for name, p in names.items():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 and name not in skip else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def clip_grad_norm(params, max_norm: float) -> float:
+    """Scale all gradients together so that their global L2 norm is at most max_norm.
+
+        norm = sqrt(sum over parameters p of sum(p.grad^2))
+        if norm > max_norm: every grad <- grad * max_norm / (norm + 1e-6)
+
+    Returns the norm measured BEFORE clipping (what is worth logging: a growing value warns of
+    divergence). Parameters without a gradient are skipped. All gradients share one factor, so
+    the update keeps its direction and only its length shrinks (Pascanu et al. 2013, Algorithm 1).
+    The 1e-6 is PyTorch's (clip_grad_norm_), as is applying the factor min(1, max_norm /
+    (norm + 1e-6)); so a norm within 1e-6 under max_norm is scaled by a hair as well.
+
+    A NaN or infinite norm raises FloatingPointError naming the offending parameters: scaling by
+    max_norm / inf would silently turn every gradient into 0 or NaN.
+    """
+    max_norm = _check_number("clip_grad_norm", "max_norm", max_norm)
+    if max_norm == 0:
+        raise ValueError("clip_grad_norm: max_norm must be > 0, got 0")
+    params = _check_params("clip_grad_norm", params)
+    grads = [(i, p.grad) for i, p in enumerate(params) if p.grad is not None]
+    # Squares summed in float64: a million float32 squares would lose digits, or overflow to inf.
+    squares = [float(xp_of(g).sum(g.astype(np.float64) ** 2)) for _, g in grads]
+    norm = math.sqrt(sum(squares))
+    if not math.isfinite(norm):
+        bad = [f"params[{i}] {tuple(g.shape)}" for (i, g), s in zip(grads, squares) if not math.isfinite(s)]
+        raise FloatingPointError(f"clip_grad_norm: the gradient norm is {norm}; non-finite gradients in {bad}. "
+                                 "Look for a NaN loss, a log of 0 or an overflow in float16.")
+    scale = max_norm / (norm + 1e-6)
+    if scale < 1:
+        for p in params:
+            if p.grad is not None:
+                # Not `p.grad *= scale`: the grad of a 0-d parameter can be a NumPy scalar, which
+                # an in-place multiply would silently leave unchanged.
+                p.grad = p.grad * scale
+    return norm
