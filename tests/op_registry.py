@@ -400,3 +400,83 @@ def _draw_attention(data):
     kv_batch = batch if data.draw(st.booleans()) else ()  # keys shared across the batch broadcast
     return ([data.draw(arrays(batch + (nq, d))), data.draw(arrays(kv_batch + (nk, d))),
              data.draw(arrays(kv_batch + (nk, dv)))], {"mask": mask, "causal": kind == "causal"})
+
+
+# --- convolution and pooling ---------------------------------------------------------------------------
+# The references loop over every output position and apply the formula to one window at a time:
+# no im2col, no strided views. An int stride / padding / kernel means the same value for H and W.
+def _hw(value):
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def _hw_option(data, low, high):
+    """An int, or an (h, w) pair that is usually unequal: both spellings must work."""
+    if data.draw(st.booleans()):
+        return data.draw(st.integers(low, high))
+    return (data.draw(st.integers(low, high)), data.draw(st.integers(low, high)))
+
+
+def _conv2d_ref(x, weight, *bias, stride, padding):
+    (sh, sw), (ph, pw) = _hw(stride), _hw(padding)
+    b, c, h, w = x.shape
+    d, _, kh, kw = weight.shape
+    x_pad = np.zeros((b, c, h + 2 * ph, w + 2 * pw))
+    x_pad[:, :, ph:ph + h, pw:pw + w] = x
+    h_out, w_out = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    out = np.zeros((b, d, h_out, w_out))
+    for n in range(b):
+        for o in range(d):
+            for i in range(h_out):
+                for j in range(w_out):
+                    window = x_pad[n, :, i * sh:i * sh + kh, j * sw:j * sw + kw]
+                    out[n, o, i, j] = np.sum(window * weight[o]) + (bias[0][o] if bias else 0.0)
+    return out
+
+
+@register("conv2d", op=lambda x, weight, *bias, stride, padding: F.conv2d(
+              x, weight, bias[0] if bias else None, stride=stride, padding=padding),
+          ref=_conv2d_ref)
+def _draw_conv2d(data):
+    b, c, d = data.draw(st.integers(1, 2)), data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
+    kh, kw = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
+    padding, stride = _hw_option(data, 0, 2), _hw_option(data, 1, 3)
+    ph, pw = _hw(padding)
+    # the smallest image the kernel still fits once padded, up to 5 (odd sizes, not multiples of the stride)
+    h = data.draw(st.integers(max(1, kh - 2 * ph), 5))
+    w = data.draw(st.integers(max(1, kw - 2 * pw), 5))
+    inputs = [data.draw(arrays((b, c, h, w))), data.draw(arrays((d, c, kh, kw)))]
+    if data.draw(st.booleans()):
+        inputs.append(data.draw(arrays((d,))))
+    return inputs, {"stride": stride, "padding": padding}
+
+
+def _pool_ref(reduce):
+    def ref(x, kernel_size, stride):
+        (kh, kw) = _hw(kernel_size)
+        (sh, sw) = (kh, kw) if stride is None else _hw(stride)
+        b, c, h, w = x.shape
+        h_out, w_out = (h - kh) // sh + 1, (w - kw) // sw + 1
+        out = np.zeros((b, c, h_out, w_out))
+        for i in range(h_out):
+            for j in range(w_out):
+                out[:, :, i, j] = reduce(x[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw], axis=(2, 3))
+        return out
+    return ref
+
+
+def _draw_pool(domain):
+    def draw(data):
+        kernel_size = _hw_option(data, 1, 3)
+        stride = data.draw(st.one_of(st.none(), st.integers(1, 3), st.tuples(st.integers(1, 3), st.integers(1, 3))))
+        kh, kw = _hw(kernel_size)
+        shape = (data.draw(st.integers(1, 2)), data.draw(st.integers(1, 2)),
+                 data.draw(st.integers(kh, 6)), data.draw(st.integers(kw, 6)))
+        return [data.draw(arrays(shape, domain))], {"kernel_size": kernel_size, "stride": stride}
+    return draw
+
+
+register("avg_pool2d", op=lambda x, kernel_size, stride: F.avg_pool2d(x, kernel_size, stride),
+         ref=_pool_ref(np.mean))(_draw_pool("real"))
+# "distinct" values: no two entries of a window within the finite-difference step of each other
+register("max_pool2d", op=lambda x, kernel_size, stride: F.max_pool2d(x, kernel_size, stride),
+         ref=_pool_ref(np.max))(_draw_pool("distinct"))

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 import tinyvision as tv
 import tinyvision.ops as F
 from tinyvision import nn
+from tinyvision.gradcheck import gradcheck_module
 
 TIMM_BLOCK_NAMES = ["norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight",
                     "attn.proj.bias", "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias",
@@ -146,22 +147,7 @@ def test_transformer_block_gradients_match_finite_differences():
     """d(block output)/d(input and every parameter), by backprop vs central differences in float64."""
     blk = f64(nn.TransformerBlock(4, 2, mlp_ratio=1.0, seed=0))
     x = np.random.default_rng(0).standard_normal((1, 3, 4))
-    params = [p.numpy() for p in blk.parameters()]
-    tv.gradcheck(lambda x_t, *param_ts: _block_forward_with(blk, x_t, param_ts), [x, *params],
-                 name="TransformerBlock")
-
-
-def _block_forward_with(blk, x, params):
-    """blk(x) with its parameters replaced by the given tensors (so gradients reach them)."""
-    originals = [(m, name, getattr(m, name)) for m in blk.modules() for name in getattr(m, "_registered", [])
-                 if isinstance(getattr(m, name), nn.Parameter)]
-    try:
-        for (m, name, _), t in zip(originals, params):
-            object.__setattr__(m, name, t)
-        return blk(x)
-    finally:
-        for m, name, p in originals:
-            object.__setattr__(m, name, p)
+    gradcheck_module(blk, [x])
 
 
 def test_init_helpers_have_the_stated_statistics():

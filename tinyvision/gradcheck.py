@@ -17,7 +17,7 @@ import numpy as np
 
 from .tensor import Tensor
 
-__all__ = ["GradcheckError", "gradcheck", "numerical_grad"]
+__all__ = ["GradcheckError", "gradcheck", "gradcheck_module", "numerical_grad"]
 
 
 class GradcheckError(AssertionError):
@@ -84,3 +84,35 @@ def gradcheck(fn, inputs, name: str | None = None, h: float = 1e-6, atol: float 
                 f"{int((excess > 1).sum())} of {excess.size} entries differ, largest error {float(err.max()):.3g}")
         worst = max(worst, float(err.max()) if err.size else 0.0)
     return worst
+
+
+def gradcheck_module(module, inputs, names=None, **kwargs) -> float:
+    """gradcheck a Module's output with respect to its inputs AND its parameters (float64).
+
+    The module's parameters named in `names` (default: all) are temporarily replaced by the
+    checker's own leaf tensors, so finite differences perturb them like any input.
+    """
+    params = dict(module.named_parameters())
+    names = list(params) if names is None else list(names)
+    unknown = [n for n in names if n not in params]
+    if unknown:
+        raise KeyError(f"gradcheck_module: no parameters named {unknown}")
+    owners = {}
+    for mod_name, mod in module.named_modules():
+        for attr in getattr(mod, "_registered", []):
+            full = f"{mod_name}.{attr}" if mod_name else attr
+            if full in names:
+                owners[full] = (mod, attr)
+    n_in = len(inputs)
+
+    def fn(*tensors):
+        saved = {n: getattr(*owners[n]) for n in names}
+        try:
+            for n, t in zip(names, tensors[n_in:]):
+                object.__setattr__(owners[n][0], owners[n][1], t)
+            return module(*tensors[:n_in])
+        finally:
+            for n, p in saved.items():
+                object.__setattr__(owners[n][0], owners[n][1], p)
+    arrays = list(inputs) + [params[n].numpy() for n in names]
+    return gradcheck(fn, arrays, name=kwargs.pop("name", type(module).__name__), **kwargs)

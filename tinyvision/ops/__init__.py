@@ -8,10 +8,12 @@ Each op lives in the file of its idea, forward and hand-written backward side by
     layers.py       layer_norm, dropout, embedding
     losses.py       cross_entropy, mse_loss, binary_cross_entropy_with_logits
     attention.py    scaled_dot_product_attention
+    conv.py         conv2d (by im2col), avg_pool2d, max_pool2d
 `tests/op_registry.py` pairs every name in __all__ with a float64 NumPy reference; a test fails
 when an op is added here without one.
 """
 from .attention import attention_mask, scaled_dot_product_attention
+from .conv import avg_pool2d, conv2d, max_pool2d
 from .elementwise import (add, clip, div, exp, gelu, log, masked_fill, mul, neg, pow, relu, sigmoid, sqrt,
                           sub, tanh, where)
 from .layers import dropout, embedding, layer_norm
@@ -34,5 +36,8 @@ __all__ = [
     "layer_norm", "dropout", "embedding", "cross_entropy", "mse_loss", "binary_cross_entropy_with_logits",
     # attention
     "scaled_dot_product_attention",
+    # convolution and pooling
+    "conv2d", "avg_pool2d", "max_pool2d",
 ]
-# attention_mask builds a boolean matrix; it is a helper, not a differentiable op.
+# attention_mask builds a boolean matrix; it is a helper, not a differentiable op. Likewise the raw-array
+# window helpers (sliding_windows, fold_windows, im2col) stay in tinyvision.ops.conv.

@@ -1,0 +1,18 @@
+"""Data sets for the lessons, generated or bundled, so nothing is downloaded.
+
+    digits.py   scikit-learn's 8x8 handwritten digits: stratified split, normalised, upsampled
+    shapes.py   coloured circles, squares and triangles with exact attributes; tiny-object,
+                counting and left / right tasks; compositional splits by (color, shape)
+    loader.py   seeded mini-batches of aligned arrays
+
+Importing this package needs NumPy alone: scikit-learn is imported when the digits are loaded.
+"""
+from .digits import DIGITS_CLASSES, NormStats, load_digits
+from .loader import batches
+from .shapes import (COLORS, REGIONS, SHAPES, SIDES, SIZES, ObjectSpec, SceneSpec, counting_task, draw_shape,
+                     left_right_task, make_scene, region_center, sample_scene_specs, sample_scenes, shape_mask,
+                     side_of, size_px, tiny_object_task)
+
+__all__ = ["COLORS", "DIGITS_CLASSES", "NormStats", "ObjectSpec", "REGIONS", "SHAPES", "SIDES", "SIZES", "SceneSpec",
+           "batches", "counting_task", "draw_shape", "left_right_task", "load_digits", "make_scene", "region_center",
+           "sample_scene_specs", "sample_scenes", "shape_mask", "side_of", "size_px", "tiny_object_task"]

@@ -1,0 +1,104 @@
+"""Position embeddings for patch tokens: learned, fixed 2-D sin-cos, and resampling to a new grid.
+
+Attention is permutation-equivariant: shuffle the patch tokens and the outputs shuffle the same
+way, so without positions a model cannot tell a picture from its shuffled patches. ViT adds a
+vector per token slot, z_i = x_i + e_i.
+
+- Learned (ViT's default): a (1, T, D) table, trunc_normal(std 0.02), T = N (+ 1 for the class token).
+- 2-D sin-cos (fixed; MAE, He et al. 2022): a quarter of the D channels each for sin(y w_k), cos(y w_k),
+  sin(x w_k), cos(x w_k), with w_k = 1 / 10000^(k / (D/4)), k = 0 .. D/4 - 1.
+- Resampling (ViT sec. 3.2, "fine-tuning at higher resolution"): the table of a gh x gw grid is
+  viewed as a D-channel image and interpolated to the new grid; prefix tokens (class, registers)
+  have no position on the grid and are kept bit-for-bit.
+
+Interpolation follows torch.nn.functional.interpolate(align_corners=False, antialias=False): output
+pixel i samples the input at  s = (i + 0.5) * in / out - 0.5.  Bilinear clamps s at 0 and mixes the
+two neighbours; bicubic uses Keys' cubic convolution kernel with a = -0.75 over four neighbours,
+indices clamped at the border. Each axis is one (out x in) matrix, applied separably.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["interpolation_matrix", "resample_grid", "resample_pos_embed", "sincos_2d"]
+
+
+def sincos_2d(grid_h: int, grid_w: int, dim: int, temperature: float = 10000.0) -> np.ndarray:
+    """(gh*gw, D) fixed embeddings in raster order; D must be a multiple of 4."""
+    if dim % 4:
+        raise ValueError(f"sincos_2d: dim must be a multiple of 4 (sin/cos for each of y and x), got {dim}")
+    k = np.arange(dim // 4, dtype=np.float64)
+    omega = 1.0 / temperature ** (k / (dim // 4))                       # (D/4,)
+    y, x = np.meshgrid(np.arange(grid_h, dtype=np.float64), np.arange(grid_w, dtype=np.float64), indexing="ij")
+    y, x = y.reshape(-1, 1) * omega, x.reshape(-1, 1) * omega          # (N, D/4)
+    return np.concatenate([np.sin(y), np.cos(y), np.sin(x), np.cos(x)], axis=1)
+
+
+def _cubic_weights(t: np.ndarray, a: float = -0.75) -> np.ndarray:
+    """Keys (1981) cubic convolution weights for the 4 neighbours at offsets -1, 0, 1, 2 from floor(s)."""
+    def near(d):   # |d| <= 1
+        return ((a + 2) * d - (a + 3)) * d * d + 1
+
+    def far(d):    # 1 < |d| < 2
+        return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+    return np.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], axis=-1)
+
+
+def interpolation_matrix(n_in: int, n_out: int, mode: str) -> np.ndarray:
+    """(n_out, n_in) matrix M with out = M @ in along one axis (float64)."""
+    m = np.zeros((n_out, n_in))
+    s = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+    if mode == "bilinear":
+        s = np.maximum(s, 0.0)
+        i0 = np.floor(s).astype(int)
+        t = s - i0
+        i1 = np.minimum(i0 + 1, n_in - 1)
+        rows = np.arange(n_out)
+        np.add.at(m, (rows, i0), 1 - t)
+        np.add.at(m, (rows, i1), t)
+    elif mode == "bicubic":
+        i0 = np.floor(s).astype(int)
+        w = _cubic_weights(s - i0)
+        for j, offset in enumerate((-1, 0, 1, 2)):
+            np.add.at(m, (np.arange(n_out), np.clip(i0 + offset, 0, n_in - 1)), w[:, j])
+    else:
+        raise ValueError(f'interpolation must be "bilinear" or "bicubic", got {mode!r}')
+    return m
+
+
+def resample_grid(grid: np.ndarray, new_size: tuple, mode: str = "bicubic") -> np.ndarray:
+    """(gh, gw, D) -> (new_h, new_w, D) by separable interpolation; the same size is the identity."""
+    gh, gw, _ = grid.shape
+    if (gh, gw) == tuple(new_size):
+        return grid.copy()
+    mh = interpolation_matrix(gh, new_size[0], mode)
+    mw = interpolation_matrix(gw, new_size[1], mode)
+    return np.einsum("ih,hwd,jw->ijd", mh, grid.astype(np.float64), mw)
+
+
+def resample_pos_embed(pos_embed, new_size: tuple, old_size: tuple | None = None, num_prefix_tokens: int = 1,
+                       interpolation: str = "bicubic") -> np.ndarray:
+    """Resample a (1, prefix + gh*gw, D) position table to a new (h, w) grid.
+
+    old_size defaults to a square grid. A rectangular old grid must be given: a (2, 8) grid has
+    as many tokens as a (4, 4) one, and treating it as square would silently scramble it (the
+    early-return bug of timm PR #2737). Returns a new array of the input's dtype.
+    """
+    pos = np.asarray(pos_embed)
+    if pos.ndim != 3 or pos.shape[0] != 1:
+        raise ValueError(f"resample_pos_embed: pos_embed must be (1, T, D), got shape {pos.shape}")
+    prefix, grid_tokens = pos[:, :num_prefix_tokens], pos[0, num_prefix_tokens:]
+    n = grid_tokens.shape[0]
+    if old_size is None:
+        side = math.isqrt(n)
+        if side * side != n:
+            raise ValueError(f"resample_pos_embed: {n} grid tokens are not a square; pass old_size=(gh, gw)")
+        old_size = (side, side)
+    if old_size[0] * old_size[1] != n:
+        raise ValueError(f"resample_pos_embed: old_size {tuple(old_size)} has {old_size[0] * old_size[1]} cells "
+                         f"but the table has {n} grid tokens (after {num_prefix_tokens} prefix tokens)")
+    grid = grid_tokens.reshape(old_size[0], old_size[1], -1)
+    new = resample_grid(grid, tuple(new_size), interpolation).reshape(1, -1, pos.shape[-1])
+    return np.concatenate([prefix, new.astype(pos.dtype)], axis=1)

@@ -1,0 +1,235 @@
+"""Ops over sliding windows of an image: 2-D convolution (by im2col) and pooling.
+
+A window op looks at every kh x kw window of each image, one every s_h rows and s_w columns,
+after a border of p_h rows and p_w columns of zeros is added on each side. The windows of an
+H x W image form an H_out x W_out grid:
+
+    H_out = (H + 2 p_h - kh) // s_h + 1,        W_out = (W + 2 p_w - kw) // s_w + 1
+
+Convolution (LeCun et al. 1998; as in every deep-learning library it is a cross-correlation,
+the kernel is not flipped). x: (B, C, H, W), weight: (D, C, kh, kw) (PyTorch's layout), bias: (D,):
+
+    y[b, d, i, j] = bias[d] + sum_{c, u, v} weight[d, c, u, v] x_pad[b, c, i s_h + u, j s_w + v]
+
+im2col (Chellapilla, Puri & Simard 2006) turns that sum into one matrix product: copy every
+window into a row,
+
+    cols[b, (i, j), (c, u, v)] = x_pad[b, c, i s_h + u, j s_w + v]      (B, H_out W_out, C kh kw)
+
+so that y = cols @ w_mat^T + bias with w_mat = weight.reshape(D, C kh kw). The copy costs kh kw
+times the input's memory; in exchange the arithmetic is one large matmul, which is what BLAS
+(and cuBLAS) do fastest.
+
+Pooling replaces the weighted sum over a window of one channel by its mean or its maximum.
+
+Every backward here ends in the same movement, the adjoint of cutting windows (col2im): each
+pixel receives the sum of the gradients of all the windows it fell into (windows overlap when
+the stride is smaller than the kernel), and the gradient of the zero border is dropped.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ..backend import xp_of
+from ..tensor import Tensor
+from ._common import tensors_for
+
+__all__ = ["conv2d", "avg_pool2d", "max_pool2d",
+           # raw-array helpers (not differentiable ops): the window view, its adjoint, im2col
+           "pair", "sliding_windows", "fold_windows", "im2col"]
+
+
+# --- argument checks ------------------------------------------------------------------------------
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def pair(op: str, name: str, value, minimum: int) -> tuple:
+    """An int or an (h, w) pair of ints, each >= minimum, as an (h, w) tuple of ints."""
+    values = (value, value) if _is_int(value) else tuple(value) if isinstance(value, (tuple, list)) else ()
+    if len(values) != 2 or not all(_is_int(v) and v >= minimum for v in values):
+        raise ValueError(f"{op}: {name} must be an int >= {minimum} or a pair (h, w) of them, got {value!r}")
+    return int(values[0]), int(values[1])
+
+
+def _check_image(op: str, name: str, t: Tensor, layout: str = "(B, C, H, W)"):
+    if t.ndim != 4:
+        raise ValueError(f"{op}: {name} must be 4-D {layout}, got shape {t.shape}")
+
+
+def _check_window_fits(op: str, shape, kernel, padding):
+    """The kernel must fit inside the (padded) image at least once: H + 2 p_h >= kh, same for W."""
+    h, w = shape[2] + 2 * padding[0], shape[3] + 2 * padding[1]
+    if kernel[0] > h or kernel[1] > w:
+        what = f"padded input {h}x{w} (x is {shape}, padding {padding})" if any(padding) else \
+            f"input {h}x{w} (x is {shape})"
+        raise ValueError(f"{op}: the {kernel[0]}x{kernel[1]} kernel is larger than the {what}; "
+                         "use a smaller kernel, more padding or a larger image")
+
+
+# --- windows: the view, its adjoint, im2col -------------------------------------------------------
+def _as_strided(array, shape, strides):
+    """NumPy's or CuPy's as_strided (CuPy's has no `writeable` flag; NumPy's view is made read-only,
+    because its windows overlap in memory and a write through one would change others)."""
+    if xp_of(array) is np:
+        return np.lib.stride_tricks.as_strided(array, shape, strides, writeable=False)
+    return xp_of(array).lib.stride_tricks.as_strided(array, shape, strides)
+
+
+def sliding_windows(x, kernel, stride):
+    """Every kh x kw window of x (B, C, H, W), as a view (B, C, H_out, W_out, kh, kw); no copy.
+
+    Element [b, c, i, j, u, v] is x[b, c, i s_h + u, j s_w + v]. Moving one window down (i + 1)
+    moves s_h rows in memory, moving one row inside the window (u + 1) moves one row, so the
+    view needs no data of its own, only those strides (in bytes, read off x: any layout works).
+    """
+    (kh, kw), (sh, sw) = kernel, stride
+    b, c, h, w = x.shape
+    h_out, w_out = (h - kh) // sh + 1, (w - kw) // sw + 1
+    s_b, s_c, s_row, s_col = x.strides
+    return _as_strided(x, (b, c, h_out, w_out, kh, kw), (s_b, s_c, sh * s_row, sw * s_col, s_row, s_col))
+
+
+def fold_windows(grad_windows, image_shape, stride):
+    """The adjoint of sliding_windows: add each window's gradient onto the pixels it covers.
+
+    grad_windows: (B, C, H_out, W_out, kh, kw) -> (B, C, H, W). Offset (u, v) of window (i, j)
+    is pixel (u + i s_h, v + j s_w), so for one fixed offset the windows touch distinct pixels,
+    one strided slice of the image: a loop over the kh kw offsets adds whole slices at once.
+    Overlapping windows meet at the same pixel in different offsets and so are summed.
+    """
+    xp = xp_of(grad_windows)
+    _, _, h_out, w_out, kh, kw = grad_windows.shape
+    sh, sw = stride
+    out = xp.zeros(image_shape, dtype=grad_windows.dtype)
+    for u in range(kh):
+        for v in range(kw):
+            out[:, :, u:u + sh * (h_out - 1) + 1:sh, v:v + sw * (w_out - 1) + 1:sw] += grad_windows[:, :, :, :, u, v]
+    return out
+
+
+def im2col(x, kernel, stride):
+    """cols[b, (i, j), (c, u, v)] = x[b, c, i s_h + u, j s_w + v]: (B, H_out W_out, C kh kw), a copy.
+
+    x is the already padded image. Row (i, j) of image b is its window (i, j), flattened in
+    (c, u, v) order, the order of the columns of weight.reshape(D, C kh kw).
+    """
+    windows = sliding_windows(x, kernel, stride)
+    b, c, h_out, w_out, kh, kw = windows.shape
+    return windows.transpose(0, 2, 3, 1, 4, 5).reshape(b, h_out * w_out, c * kh * kw)
+
+
+# --- convolution ------------------------------------------------------------------------------------
+def conv2d(x, weight, bias=None, stride=1, padding=0) -> Tensor:
+    """2-D convolution (cross-correlation) by im2col.   x: (B, C, H, W) -> (B, D, H_out, W_out).
+
+    weight: (D, C, kh, kw), bias: (D,) or None; stride and padding: an int or an (h, w) pair.
+
+    Forward, with L = H_out W_out windows and K = C kh kw numbers per window:
+        cols = im2col(pad(x))       (B, L, K)
+        Y = cols @ w_mat^T + bias   (B, L, D),  w_mat = weight.reshape(D, K);  y = Y moved to (B, D, H_out, W_out)
+
+    Backward. Y is a matmul, so with G = dL/dY (B, L, D), g moved into Y's layout:
+        dL/dw_mat = sum_b G_b^T cols_b          (D, K): one matmul over the B L rows stacked
+        dL/dbias  = sum over b, i, j of g       (D,)
+        dL/dcols  = G @ w_mat                   (B, L, K)
+    cols is a copy of pixels, pixel (r, q) appearing once in every window that covers it, so
+        dL/dx_pad[b, c, r, q] = sum over (i, j, u, v) with i s_h + u = r, j s_w + v = q
+                                of dL/dcols[b, (i, j), (c, u, v)]                     (col2im)
+    and dL/dx is dL/dx_pad with the padded border cut off (those zeros are constants).
+    """
+    args = [a for a in (x, weight, bias) if a is not None]
+    tensors = tensors_for("conv2d", *args)
+    x, weight = tensors[0], tensors[1]
+    bias = tensors[2] if bias is not None else None
+    _check_image("conv2d", "x", x)
+    _check_image("conv2d", "weight", weight, "(D, C, kh, kw)")
+    d, c, kh, kw = weight.shape
+    if x.shape[1] != c:
+        raise ValueError(f"conv2d: x has C={x.shape[1]} channels (shape {x.shape}) but weight expects C={c} "
+                         f"(shape {weight.shape}, laid out (D, C, kh, kw))")
+    if bias is not None and bias.shape != (d,):
+        raise ValueError(f"conv2d: bias has shape {bias.shape}, expected ({d},), one per output channel D "
+                         f"of weight {weight.shape}")
+    stride = pair("conv2d", "stride", stride, 1)
+    ph, pw = pair("conv2d", "padding", padding, 0)
+    _check_window_fits("conv2d", x.shape, (kh, kw), (ph, pw))
+
+    xp = xp_of(x.data)
+    b, _, h, w = x.shape
+    x_pad = xp.pad(x.data, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    padded_shape = x_pad.shape
+    cols = im2col(x_pad, (kh, kw), stride)                  # (B, L, K)
+    h_out, w_out = (padded_shape[2] - kh) // stride[0] + 1, (padded_shape[3] - kw) // stride[1] + 1
+    w_mat = weight.data.reshape(d, c * kh * kw)             # (D, K)
+    y = cols @ w_mat.T                                      # (B, L, D)
+    if bias is not None:
+        y = y + bias.data
+    y = xp.ascontiguousarray(y.transpose(0, 2, 1).reshape(b, d, h_out, w_out))
+
+    def backward(g):
+        g_mat = g.reshape(b, d, h_out * w_out).transpose(0, 2, 1)              # G: (B, L, D), Y's layout
+        d_w = g_mat.reshape(-1, d).T @ cols.reshape(-1, c * kh * kw)             # sum_b G_b^T cols_b
+        d_cols = g_mat @ w_mat                                                   # (B, L, K)
+        d_windows = d_cols.reshape(b, h_out, w_out, c, kh, kw).transpose(0, 3, 1, 2, 4, 5)
+        d_x = fold_windows(d_windows, padded_shape, stride)[:, :, ph:ph + h, pw:pw + w]   # col2im, crop
+        grads = [xp.ascontiguousarray(d_x), d_w.reshape(weight.shape)]
+        if bias is not None:
+            grads.append(g.sum(axis=(0, 2, 3)))
+        return tuple(grads)
+    return Tensor.from_op(y, tuple(tensors), backward, "conv2d")
+
+
+# --- pooling -----------------------------------------------------------------------------------------
+def _pool_args(op, x, kernel_size, stride):
+    (x,) = tensors_for(op, x)
+    _check_image(op, "x", x)
+    kernel = pair(op, "kernel_size", kernel_size, 1)
+    stride = kernel if stride is None else pair(op, "stride", stride, 1)
+    _check_window_fits(op, x.shape, kernel, (0, 0))
+    return x, kernel, stride
+
+
+def avg_pool2d(x, kernel_size, stride=None) -> Tensor:
+    """Mean of every kh x kw window of each channel; no padding.   x: (B, C, H, W) -> (B, C, H_out, W_out).
+
+        y[b, c, i, j] = 1/(kh kw) sum_{u, v} x[b, c, i s_h + u, j s_w + v]
+
+    stride defaults to kernel_size (windows tile the image; rows or columns left over at the
+    bottom or right that do not fill a window are ignored, as in PyTorch).
+    Backward: every pixel of window (i, j) receives g[b, c, i, j] / (kh kw), summed over the
+    windows that contain it.
+    """
+    x, kernel, stride = _pool_args("avg_pool2d", x, kernel_size, stride)
+    xp = xp_of(x.data)
+    windows = sliding_windows(x.data, kernel, stride)
+    windows_shape, area = windows.shape, kernel[0] * kernel[1]
+    y = windows.mean(axis=(4, 5))
+
+    def backward(g):
+        share = xp.broadcast_to((g / area)[..., None, None], windows_shape)
+        return (fold_windows(share, x.shape, stride),)
+    return Tensor.from_op(y, (x,), backward, "avg_pool2d")
+
+
+def max_pool2d(x, kernel_size, stride=None) -> Tensor:
+    """Maximum of every kh x kw window of each channel; no padding.   x: (B, C, H, W) -> (B, C, H_out, W_out).
+
+        y[b, c, i, j] = max_{u, v} x[b, c, i s_h + u, j s_w + v]
+
+    stride defaults to kernel_size. Backward: within each window the gradient goes to the
+    argmax, d y / d x = 1 there and 0 elsewhere, summed over overlapping windows. Ties are
+    split evenly, 1/k to each of k equal maxima, as tinyvision.ops.max does (PyTorch gives it
+    all to one of them instead; both are valid subgradients and agree whenever there is no tie).
+    """
+    x, kernel, stride = _pool_args("max_pool2d", x, kernel_size, stride)
+    windows = sliding_windows(x.data, kernel, stride)
+    y = windows.max(axis=(4, 5))
+
+    def backward(g):
+        winners = windows == y[..., None, None]                     # (B, C, H_out, W_out, kh, kw)
+        share = winners * (g / winners.sum(axis=(4, 5)))[..., None, None]
+        return (fold_windows(share, x.shape, stride),)
+    return Tensor.from_op(y, (x,), backward, "max_pool2d")
