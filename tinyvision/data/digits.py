@@ -37,7 +37,6 @@ from ..backend import optional_import
 __all__ = ["DIGITS_CLASSES", "NormStats", "load_digits"]
 
 DIGITS_CLASSES = tuple(str(d) for d in range(10))  # label i is the digit i
-_N_IMAGES = 1797
 
 
 class NormStats(NamedTuple):
@@ -79,12 +78,12 @@ def load_digits(split: str = "train", test_fraction: float = 0.2, seed: int = 0,
     Returns images (N, 1, 8 upsample, 8 upsample) of `dtype` and labels (N,) int64 in 0..9;
     with return_stats=True also the NormStats (train mean and std of pixels in [0, 1]), which
     are the same for both splits and whether or not `normalize` is on.
-    With the defaults: 1437 train and 360 test images.
+    With the defaults: 1438 train and 359 test images (round() halves to even, per class).
     """
     if split not in ("train", "test"):
         raise ValueError(f"load_digits: split must be 'train' or 'test', got {split!r}")
     if isinstance(test_fraction, bool) or not isinstance(test_fraction, numbers.Real) or not 0 < test_fraction < 1:
-        raise ValueError(f"load_digits: test_fraction must be a number strictly between 0 and 1, got {test_fraction!r}")
+        raise ValueError(f"load_digits: test_fraction must be a number in (0, 1), got {test_fraction!r}")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         # Not a Generator: "train" and "test" are two calls that must draw the SAME split.
         raise ValueError(f"load_digits: seed must be an int (the same seed in both calls gives the same split), got {seed!r}")

@@ -34,9 +34,9 @@ def batches(*arrays, batch_size: int, shuffle: bool = True, seed: int = 0, epoch
     """
     if not arrays:
         raise ValueError("batches: give at least one array")
-    for name, value in (("batch_size", batch_size), ("seed", seed), ("epoch", epoch)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < (1 if name == "batch_size" else 0):
-            raise ValueError(f"batches: {name} must be an integer >= {1 if name == 'batch_size' else 0}, got {value!r}")
+    for name, value, low in (("batch_size", batch_size, 1), ("seed", seed, 0), ("epoch", epoch, 0)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+            raise ValueError(f"batches: {name} must be an integer >= {low}, got {value!r}")
     if not all(hasattr(a, "shape") and len(a.shape) >= 1 for a in arrays):
         raise ValueError(f"batches: every argument must be an array with at least one axis, got types "
                          f"{[type(a).__name__ for a in arrays]}")

@@ -108,12 +108,10 @@ def side_of(x: float, width: int) -> str:
 
 
 def _rgb(color, arg: str = "color") -> np.ndarray:
-    if isinstance(color, str):
-        _check_choice("draw", arg, color, COLORS)
-        return np.asarray(COLORS[color], dtype=np.float32)
-    rgb = np.asarray(color, dtype=np.float32)
+    """A colour name in COLORS, or an RGB triple in [0, 1], as a float32 (3,) array."""
+    rgb = np.asarray(COLORS.get(color, ()) if isinstance(color, str) else color, dtype=np.float32)
     if rgb.shape != (3,) or not ((rgb >= 0) & (rgb <= 1)).all():
-        raise ValueError(f"{arg} must be a name in {tuple(COLORS)} or an RGB triple in [0, 1], got {color!r}")
+        raise ValueError(f"{arg} must be one of {tuple(COLORS)} or an RGB triple in [0, 1], got {color!r}")
     return rgb
 
 
@@ -269,6 +267,8 @@ def _place(rng, sizes: list[int], region: str, H: int, W: int, max_tries: int) -
     """
     fx0, fy0, fx1, fy1 = REGIONS[region]
     lo_x, hi_x, lo_y, hi_y = math.ceil(fx0 * W), math.floor(fx1 * W), math.ceil(fy0 * H), math.floor(fy1 * H)
+    # A necessary condition only (each box and its gap cover (s + GAP)^2 of the region, which
+    # grows by GAP on each axis): it catches hopeless requests at once; the tries find the rest.
     area_needed = sum((s + GAP) ** 2 for s in sizes)
     if max(sizes, default=0) > min(hi_x - lo_x, hi_y - lo_y) or area_needed > (hi_x - lo_x + GAP) * (hi_y - lo_y + GAP):
         raise ValueError(f"sample_scenes: {len(sizes)} objects of sizes {sizes} px ({GAP} px apart) cannot fit in "
@@ -325,7 +325,7 @@ def sample_scene_specs(n: int, canvas_size=32, *, seed, shapes=SHAPES, colors=tu
 
     specs = []
     for _ in range(n):
-        k = int(rng.integers(lo, hi + 1)); k = max(k, 1)
+        k = int(rng.integers(lo, hi + 1))
         region = ("left", "right")[rng.integers(2)] if placement == "left_right" else placement
         kinds = [(combos[rng.integers(len(combos))], size_choices[rng.integers(len(size_choices))])
                  for _ in range(1 if same_kind else k)]

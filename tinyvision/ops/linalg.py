@@ -32,7 +32,27 @@ def matmul(a, b) -> Tensor:
         raise ValueError(f"matmul: inner dimensions differ: a is {a.shape} (k={a.shape[-1]}) and b is "
                          f"{b.shape} (k={b.shape[-2]}); expected a (..., n, k) @ b (..., k, m)")
     broadcast_shape("matmul (batch axes)", a.shape[:-2], b.shape[:-2])
+    if b.ndim == 2 and a.ndim > 2:
+        return _matmul_shared_weight(a, b)
 
     def backward(g):
         return unbroadcast(g @ _swap_last(b.data), a.shape), unbroadcast(_swap_last(a.data) @ g, b.shape)
     return Tensor.from_op(a.data @ b.data, (a, b), backward, "matmul")
+
+
+def _matmul_shared_weight(a, b):
+    """(..., n, k) @ (k, m): one matrix shared by every row of every batch entry (a Linear layer).
+
+    Same math as above, arranged as single large products: fold the batch axes into rows,
+    A = a.reshape(R, k) with R = prod(...) * n. Then dL/db = A^T G is one (k x R)(R x m) product,
+    instead of a batch of (k x n)(n x m) products summed afterwards over the batch (which also
+    builds a (..., k, m) temporary). Same result, several times faster on a CPU.
+    """
+    k, m = b.shape
+    rows = a.data.reshape(-1, k)
+
+    def backward(g):
+        g_rows = g.reshape(-1, m)
+        return (g_rows @ b.data.T).reshape(a.shape), rows.T @ g_rows
+    out = (rows @ b.data).reshape(a.shape[:-1] + (m,))
+    return Tensor.from_op(out, (a, b), backward, "matmul")

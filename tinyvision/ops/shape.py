@@ -76,9 +76,16 @@ def getitem(x, index) -> Tensor:
     except IndexError as err:
         raise IndexError(f"getitem: index {index!r} does not fit shape {x.shape}: {err}") from None
 
+    # Basic indexing (ints, slices, None, ...) picks each position at most once, so assigning the
+    # gradient is exact and much faster; only integer/boolean arrays can repeat a position.
+    advanced = any(hasattr(i, "shape") for i in (index if isinstance(index, tuple) else (index,)))
+
     def backward(g):
         grad = xp.zeros_like(x.data)
-        scatter_add(grad, index, g)
+        if advanced:
+            scatter_add(grad, index, g)
+        else:
+            grad[index] = g
         return (grad,)
     return Tensor.from_op(xp.array(y, copy=True), (x,), backward, "getitem")
 
