@@ -326,3 +326,17 @@ def test_batches_with_mismatched_first_dimensions_raise_naming_the_shapes():
         next(batches(np.zeros((5, 2)), np.zeros(4), batch_size=2))
     with pytest.raises(ValueError, match="batch_size"):
         next(batches(np.zeros(4), batch_size=0))
+
+
+def test_random_shift_moves_each_image_by_at_most_k_and_keeps_content():
+    from tinyvision.data import random_shift
+    x = np.zeros((50, 2, 7, 9), np.float32)
+    x[:, :, 3, 4] = 1.0                                    # one bright pixel in the middle
+    out = random_shift(x, np.random.default_rng(0), max_shift=2, fill=0.0)
+    assert out.shape == x.shape
+    where = np.argwhere(out[:, 0] == 1.0)                  # (image, row, col), one hit per image
+    assert len(where) == 50 and np.array_equal(where[:, 0], np.arange(50))
+    assert np.abs(where[:, 1] - 3).max() <= 2 and np.abs(where[:, 2] - 4).max() <= 2
+    assert len({(r, c) for _, r, c in where}) > 10        # shifts really vary
+    np.testing.assert_array_equal(out[:, 0], out[:, 1])    # channels move together
+    np.testing.assert_array_equal(random_shift(x, np.random.default_rng(0), 0), x)

@@ -207,3 +207,24 @@ def test_set_image_size_resamples_and_then_accepts_the_new_size(pos):
         np.testing.assert_array_equal(model.pos_embed.numpy()[:, 0], before[:, 0])  # class slot untouched
     else:
         np.testing.assert_allclose(model.fixed_pos_embed.numpy()[0, 1:], sincos_2d(4, 4, 8), rtol=1e-6)
+
+
+def test_small_cnn_shapes_and_it_learns_the_toy_set():
+    from tinyvision.models import SmallCNN
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((32, 1, 8, 8)).astype(np.float32) * 0.3
+    y = rng.integers(0, 2, 32)
+    x[y == 1, :, :4, :] += 1.0
+    cnn = SmallCNN(img_size=8, in_chans=1, num_classes=2, width=4, seed=0)
+    assert cnn(tv.Tensor(x)).shape == (32, 2)
+    opt = AdamW(cnn.parameters(), lr=1e-2, weight_decay=0.0)
+    first = None
+    for _ in range(30):
+        loss = F.cross_entropy(cnn(tv.Tensor(x)), y)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * first
+    with pytest.raises(ValueError, match="multiple of 4"):
+        SmallCNN(img_size=10, seed=0)

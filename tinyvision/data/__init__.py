@@ -4,9 +4,11 @@
     shapes.py   coloured circles, squares and triangles with exact attributes; tiny-object,
                 counting and left / right tasks; compositional splits by (color, shape)
     loader.py   seeded mini-batches of aligned arrays
+    augment.py  label-preserving transformations (random shifts)
 
 Importing this package needs NumPy alone: scikit-learn is imported when the digits are loaded.
 """
+from .augment import random_shift
 from .digits import DIGITS_CLASSES, NormStats, load_digits
 from .loader import batches
 from .shapes import (COLORS, REGIONS, SHAPES, SIDES, SIZES, ObjectSpec, SceneSpec, counting_task, draw_shape,
@@ -14,5 +16,5 @@ from .shapes import (COLORS, REGIONS, SHAPES, SIDES, SIZES, ObjectSpec, SceneSpe
                      side_of, size_px, tiny_object_task)
 
 __all__ = ["COLORS", "DIGITS_CLASSES", "NormStats", "ObjectSpec", "REGIONS", "SHAPES", "SIDES", "SIZES", "SceneSpec",
-           "batches", "counting_task", "draw_shape", "left_right_task", "load_digits", "make_scene", "region_center",
-           "sample_scene_specs", "sample_scenes", "shape_mask", "side_of", "size_px", "tiny_object_task"]
+           "batches", "counting_task", "draw_shape", "left_right_task", "load_digits", "make_scene", "random_shift",
+           "region_center", "sample_scene_specs", "sample_scenes", "shape_mask", "side_of", "size_px", "tiny_object_task"]
