@@ -10,8 +10,11 @@ Names follow timm (`patch_embed`, `cls_token`, `pos_embed`, `blocks`, `norm`, `h
 state-dict key maps one-to-one onto timm's vision_transformer.py. Defaults here are tiny (a CPU
 lesson trains them in minutes); timm's ViT-B/16 is img 224, patch 16, D 768, depth 12, 12 heads.
 
-Init, as timm's default: pos_embed trunc_normal(0.02), cls_token normal(1e-6), every Linear in the
-blocks and head trunc_normal(0.02) with zero bias, LayerNorm weight 1 bias 0.
+Init, as timm's default (init="timm"): pos_embed trunc_normal(0.02), cls_token normal(1e-6), every
+Linear in the blocks and head trunc_normal(0.02) with zero bias, LayerNorm weight 1 bias 0.
+The 0.02 suits widths near 768 (about 0.55 / sqrt(D)); at the tiny widths of a CPU lesson it
+makes every Linear far smaller than 1 / sqrt(D), and training can stall. init="xavier" draws the
+Linear weights xavier_uniform instead (Glorot & Bengio 2010; timm's "jax" init mode does the same).
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import numpy as np
 from .. import ops as F
 from ..nn import LayerNorm, Linear, Module, ModuleList, Parameter, TransformerBlock
 from ..backend import to_device
-from ..nn.init import as_rng, trunc_normal
+from ..nn.init import as_rng, trunc_normal, xavier_uniform
 from ..tensor import Tensor
 from .patches import PatchEmbed, check_patch_grid
 from .pos_embed import resample_pos_embed, sincos_2d
@@ -41,11 +44,13 @@ class ViTOutput:
 class ViT(Module):
     def __init__(self, img_size=32, patch_size=4, in_chans=3, num_classes=10, embed_dim=64, depth=4, num_heads=4,
                  mlp_ratio=4.0, qkv_bias=True, class_token=True, global_pool="token", pos_embed="learn",
-                 dropout=0.0, eps=1e-6, *, seed):
+                 dropout=0.0, eps=1e-6, init="timm", *, seed):
         if global_pool not in ("token", "avg"):
             raise ValueError(f'ViT: global_pool must be "token" or "avg", got {global_pool!r}')
         if global_pool == "token" and not class_token:
             raise ValueError('ViT: global_pool="token" reads the class token; use class_token=True or global_pool="avg"')
+        if init not in ("timm", "xavier"):
+            raise ValueError(f'ViT: init must be "timm" or "xavier", got {init!r}')
         if pos_embed not in ("learn", "sincos", "none"):
             raise ValueError(f'ViT: pos_embed must be "learn", "sincos" or "none", got {pos_embed!r}')
         rng = as_rng(seed)
@@ -70,7 +75,8 @@ class ViT(Module):
         self.head = Linear(embed_dim, num_classes, seed=rng)
         for m in self.modules():
             if isinstance(m, Linear):
-                m.weight.data = trunc_normal(m.weight.shape, std=0.02, seed=rng)
+                m.weight.data = (trunc_normal(m.weight.shape, std=0.02, seed=rng) if init == "timm"
+                                 else xavier_uniform(m.weight.shape, seed=rng))
                 if m.bias is not None:
                     m.bias.data = np.zeros_like(m.bias.data)
 
