@@ -8,7 +8,7 @@
 Only NumPy is needed to import this package; Numba, CuPy, matplotlib and friends are
 imported lazily by the parts that use them.
 """
-from . import data, io, models, nn, ops, optim, training
+from . import data, io, models, nn, ops, optim, text, training
 from .backend import DeviceUnavailableError, cuda_available
 from .gradcheck import GradcheckError, gradcheck
 from .tensor import Tensor, as_tensor, is_grad_enabled, no_grad, ones, randn, zeros
@@ -16,4 +16,4 @@ from .tensor import Tensor, as_tensor, is_grad_enabled, no_grad, ones, randn, ze
 __version__ = "0.1.0"
 
 __all__ = ["DeviceUnavailableError", "GradcheckError", "Tensor", "as_tensor", "cuda_available", "data", "gradcheck", "io", "is_grad_enabled", "models", "nn", "no_grad",
-           "ones", "ops", "optim", "randn", "training", "zeros"]
+           "ones", "ops", "optim", "randn", "text", "training", "zeros"]

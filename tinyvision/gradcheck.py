@@ -86,11 +86,13 @@ def gradcheck(fn, inputs, name: str | None = None, h: float = 1e-6, atol: float 
     return worst
 
 
-def gradcheck_module(module, inputs, names=None, **kwargs) -> float:
+def gradcheck_module(module, inputs, names=None, call=None, **kwargs) -> float:
     """gradcheck a Module's output with respect to its inputs AND its parameters (float64).
 
     The module's parameters named in `names` (default: all) are temporarily replaced by the
     checker's own leaf tensors, so finite differences perturb them like any input.
+    call(module, *input_tensors) -> output replaces module(*inputs), e.g. to pass integer token
+    ids that are not differentiable inputs: gradcheck_module(text, [], call=lambda m: m(ids)).
     """
     params = dict(module.named_parameters())
     names = list(params) if names is None else list(names)
@@ -110,7 +112,7 @@ def gradcheck_module(module, inputs, names=None, **kwargs) -> float:
         try:
             for n, t in zip(names, tensors[n_in:]):
                 object.__setattr__(owners[n][0], owners[n][1], t)
-            return module(*tensors[:n_in])
+            return module(*tensors[:n_in]) if call is None else call(module, *tensors[:n_in])
         finally:
             for n, p in saved.items():
                 object.__setattr__(owners[n][0], owners[n][1], p)
