@@ -268,7 +268,7 @@ def _matmul_ref(a, b):
 @register("matmul", op=F.matmul, ref=_matmul_ref)
 def _draw_matmul(data):
     n, k, m = (data.draw(st.integers(1, 4)) for _ in range(3))
-    kind = data.draw(st.sampled_from(["2d", "batched", "broadcast", "vec_left", "vec_right"]))
+    kind = data.draw(st.sampled_from(["2d", "batched", "broadcast", "vec_left", "vec_right", "vec_vec", "vec_mat"]))
     batch = data.draw(shapes(1, 2, max_side=3))
     sa, sb = {
         "2d": ((n, k), (k, m)),
@@ -276,6 +276,8 @@ def _draw_matmul(data):
         "broadcast": (batch + (n, k), (k, m)) if data.draw(st.booleans()) else ((1,) + (n, k), batch + (k, m)),
         "vec_left": ((k,), batch + (k, m)),
         "vec_right": (batch + (n, k), (k,)),
+        "vec_vec": ((k,), (k,)),
+        "vec_mat": ((k,), (k, m)),
     }[kind]
     return [data.draw(arrays(sa)), data.draw(arrays(sb))], {}
 
@@ -315,22 +317,26 @@ def _draw_embedding(data):
 
 
 # --- losses -----------------------------------------------------------------------------------------------
-def _cross_entropy_ref(logits, target, ignore_index, label_smoothing):
+def _cross_entropy_ref(logits, target, ignore_index, label_smoothing, reduction):
     c = logits.shape[-1]
     flat, t = logits.reshape(-1, c), target.reshape(-1)
     losses = []
     for row, label in zip(flat, t):
         if label == ignore_index:
+            losses.append(0.0)  # an ignored position contributes nothing, and is not counted in the mean
             continue
         log_p = row - np.log(np.sum(np.exp(row - row.max()))) - row.max()
         q = np.full(c, label_smoothing / c)
         q[label] += 1 - label_smoothing
         losses.append(-(q * log_p).sum())
-    return np.mean(losses)
+    losses = np.array(losses)
+    if reduction == "none":
+        return losses.reshape(target.shape)
+    return losses.sum() / (np.sum(t != ignore_index) if reduction == "mean" else 1)
 
 
-@register("cross_entropy", op=lambda x, target, ignore_index, label_smoothing: F.cross_entropy(
-              x, target, ignore_index=ignore_index, label_smoothing=label_smoothing),
+@register("cross_entropy", op=lambda x, target, ignore_index, label_smoothing, reduction: F.cross_entropy(
+              x, target, ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction),
           ref=_cross_entropy_ref)
 def _draw_cross_entropy(data):
     lead = data.draw(shapes(1, 2, max_side=4))
@@ -340,28 +346,41 @@ def _draw_cross_entropy(data):
     if data.draw(st.booleans()):
         target.reshape(-1)[1:][rng.random(target.size - 1) < 0.4] = -100  # keep the first one valid
     return ([data.draw(arrays(lead + (c,)))],
-            {"target": target, "ignore_index": -100, "label_smoothing": data.draw(st.sampled_from([0.0, 0.1, 1.0]))})
+            {"target": target, "ignore_index": -100, "label_smoothing": data.draw(st.sampled_from([0.0, 0.1, 1.0])),
+             "reduction": data.draw(REDUCTIONS)})
 
 
-@register("mse_loss", op=F.mse_loss, ref=lambda p, t: np.mean((p - t) ** 2 * np.ones(np.broadcast_shapes(p.shape, t.shape))))
+def _reduce_ref(losses, reduction):
+    return {"mean": np.mean, "sum": np.sum, "none": lambda v: v}[reduction](losses)
+
+
+REDUCTIONS = st.sampled_from(["mean", "sum", "none"])
+
+
+@register("mse_loss", op=lambda p, t, reduction: F.mse_loss(p, t, reduction=reduction),
+          ref=lambda p, t, reduction: _reduce_ref((p - t) ** 2, reduction))
 def _draw_mse(data):
-    return _binary(data)
+    shape = data.draw(shapes(0, 3))
+    return [data.draw(arrays(shape)), data.draw(arrays(shape))], {"reduction": data.draw(REDUCTIONS)}
 
 
-def _bce_ref(x, y):
+def _bce_ref(x, y, reduction):
     p = 1 / (1 + np.exp(-x))
-    return np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    return _reduce_ref(-(y * np.log(p) + (1 - y) * np.log(1 - p)), reduction)
 
 
-@register("binary_cross_entropy_with_logits", op=F.binary_cross_entropy_with_logits, ref=_bce_ref)
+@register("binary_cross_entropy_with_logits",
+          op=lambda x, y, reduction: F.binary_cross_entropy_with_logits(x, y, reduction=reduction), ref=_bce_ref)
 def _draw_bce(data):
     shape = data.draw(shapes(0, 3))
     rng = np.random.default_rng(data.draw(st.integers(0, 1000)))
-    return [data.draw(arrays(shape)), rng.uniform(0, 1, broadcastable_to(data.draw, shape))], {}
+    target = rng.uniform(0, 1, shape if data.draw(st.booleans()) else broadcastable_to(data.draw, shape))
+    reduction = data.draw(REDUCTIONS) if target.shape == shape else data.draw(st.sampled_from(["mean", "sum"]))
+    return [data.draw(arrays(shape)), target], {"reduction": reduction}
 
 
 # --- attention ------------------------------------------------------------------------------------------
-def _attention_ref(q, k, v, mask, causal):
+def _attention_ref(q, k, v, mask, causal, scale):
     """Loops over every (batch, query) row: the formula with nothing fused."""
     nq, nk = q.shape[-2], k.shape[-2]
     batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
@@ -377,14 +396,16 @@ def _attention_ref(q, k, v, mask, causal):
             keys = np.flatnonzero(allowed[idx + (i,)])
             if keys.size == 0:
                 continue  # fully masked row: output 0
-            scores = np.array([q[idx + (i,)] @ k[idx + (j,)] for j in keys]) / math.sqrt(q.shape[-1])
+            tau = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
+            scores = np.array([q[idx + (i,)] @ k[idx + (j,)] for j in keys]) * tau
             w = np.exp(scores - scores.max())
             out[idx + (i,)] = (w / w.sum()) @ v[idx][keys]
     return out
 
 
 @register("scaled_dot_product_attention",
-          op=lambda q, k, v, mask, causal: F.scaled_dot_product_attention(q, k, v, mask=mask, causal=causal),
+          op=lambda q, k, v, mask, causal, scale: F.scaled_dot_product_attention(q, k, v, mask=mask, causal=causal,
+                                                                                 scale=scale),
           ref=_attention_ref)
 def _draw_attention(data):
     batch = data.draw(shapes(0, 2, max_side=3))
@@ -394,12 +415,13 @@ def _draw_attention(data):
     mask = None
     if kind in ("mask", "mask_rows_empty"):
         rng = np.random.default_rng(data.draw(st.integers(0, 1000)))
-        mask = rng.random((nq, nk)) < 0.6
+        mask = rng.random((batch if data.draw(st.booleans()) else ()) + (nq, nk)) < 0.6  # shared or per batch entry
         if kind == "mask_rows_empty":
-            mask[0] = False  # a query that may attend to nothing
+            mask[..., 0, :] = False  # a query that may attend to nothing
     kv_batch = batch if data.draw(st.booleans()) else ()  # keys shared across the batch broadcast
     return ([data.draw(arrays(batch + (nq, d))), data.draw(arrays(kv_batch + (nk, d))),
-             data.draw(arrays(kv_batch + (nk, dv)))], {"mask": mask, "causal": kind == "causal"})
+             data.draw(arrays(kv_batch + (nk, dv)))],
+            {"mask": mask, "causal": kind == "causal", "scale": data.draw(st.sampled_from([None, 0.3, 2.0]))})
 
 
 # --- convolution and pooling ---------------------------------------------------------------------------

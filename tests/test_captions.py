@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 
+from imaging import count_blobs
 from tinyvision.data import (CAPTION_TEMPLATES, COLORS, COUNT_WORDS, DEFAULT_HELD_OUT, SHAPES, SIDES, caption,
                              captioned_shapes, count_probe, shape_mask, side_probe, tiny_probe, zero_shot_prompts)
 from tinyvision.text import UNK, Tokenizer
@@ -33,25 +34,6 @@ def parse(text):
 
 def combos_of(attributes):
     return {(o["color"], o["shape"]) for a in attributes for o in a["objects"]}
-
-
-def count_blobs(mask):
-    """8-connected components of a boolean (H, W) mask (sampled objects never touch: GAP = 1)."""
-    seen, blobs = np.zeros_like(mask), 0
-    H, W = mask.shape
-    for i, j in zip(*np.nonzero(mask)):
-        if seen[i, j]:
-            continue
-        blobs, stack = blobs + 1, [(i, j)]
-        seen[i, j] = True
-        while stack:
-            y, x = stack.pop()
-            for ny in range(max(y - 1, 0), min(y + 2, H)):
-                for nx in range(max(x - 1, 0), min(x + 2, W)):
-                    if mask[ny, nx] and not seen[ny, nx]:
-                        seen[ny, nx] = True
-                        stack.append((ny, nx))
-    return blobs
 
 
 def image_colour(image):

@@ -41,7 +41,7 @@ def test_text_features_ignore_everything_after_the_end_token():
 
 def test_missing_end_token_is_an_error_not_a_silent_index_zero():
     text = TextTransformer(vocab_size=12, context_length=6, width=8, depth=1, heads=2, embed_dim=4, eot_id=EOT, seed=0)
-    with pytest.raises(ValueError, match=r"rows \[1\] have no end-of-text token"):
+    with pytest.raises(ValueError, match=r"rows \[1\] of ids \(2, 4\) have no end token"):
         text(np.array([[1, 5, EOT, PAD], [1, 5, 6, 7]]))
     with pytest.raises(ValueError, match=r"L <= 6"):
         text(np.ones((1, 7), dtype=int))

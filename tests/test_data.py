@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from imaging import count_blobs
 from tinyvision.data import (COLORS, SHAPES, ObjectSpec, SceneSpec, batches, counting_task, left_right_task,
                              load_digits, make_scene, region_center, sample_scene_specs, sample_scenes, shape_mask,
                              size_px, tiny_object_task)
@@ -93,27 +94,6 @@ def test_importing_tinyvision_data_imports_neither_sklearn_nor_matplotlib():
 
 
 # --- shapes: helpers -----------------------------------------------------------------------------
-def count_blobs(mask):
-    """Connected components of a boolean (H, W) mask, 8-connected, by an iterative flood fill."""
-    seen = np.zeros_like(mask)
-    H, W = mask.shape
-    blobs = 0
-    for i, j in zip(*np.nonzero(mask)):
-        if seen[i, j]:
-            continue
-        blobs += 1
-        stack = [(i, j)]
-        seen[i, j] = True
-        while stack:
-            y, x = stack.pop()
-            for ny in range(max(y - 1, 0), min(y + 2, H)):
-                for nx in range(max(x - 1, 0), min(x + 2, W)):
-                    if mask[ny, nx] and not seen[ny, nx]:
-                        seen[ny, nx] = True
-                        stack.append((ny, nx))
-    return blobs
-
-
 def foreground(image):
     """(3, H, W) on the black background -> boolean (H, W) of the object pixels."""
     return image.max(axis=0) > 0

@@ -121,3 +121,37 @@ def test_tensors_on_different_devices_are_refused():
 def test_missing_optional_dependency_names_the_extra():
     with pytest.raises(ImportError, match=r'plotting needs the package .* pip install -e "\.\[dev\]"'):
         optional_import("no_such_package_tv", "dev", "plotting")
+
+
+def test_axis_errors_are_named():
+    with pytest.raises(ValueError, match="sum: axis 0 is out of range for a tensor with 0 dimensions"):
+        F.sum(tv.Tensor(2.0), axis=0)
+    with pytest.raises(TypeError, match=r"softmax: axis must be one int, got \(0, 1\)"):
+        F.softmax(t((2, 3)), axis=(0, 1))
+
+
+def test_mse_loss_refuses_shapes_that_would_broadcast():
+    with pytest.raises(ValueError, match=r"prediction has shape \(4, 1\) but target has \(4,\)"):
+        F.mse_loss(t((4, 1)), t((4,)))
+
+
+def test_float_tensor_index_is_refused():
+    with pytest.raises(TypeError, match="must hold whole numbers"):
+        t((3,))[tv.Tensor([1.7])]
+
+
+def test_small_bare_errors_are_explained():
+    with pytest.raises(TypeError, match="0-d tensor"):
+        len(tv.Tensor(1.0))
+    with pytest.raises(ValueError, match=r"pad: pad_width .* does not fit 2 axes"):
+        F.pad(t((2, 3)), ((1, 1), (1, 1), (1, 1)))
+
+
+def test_trunc_normal_with_hopeless_bounds_raises_instead_of_looping():
+    with pytest.raises(ValueError, match="too little of N"):
+        nn.init.trunc_normal((4,), std=0.02, seed=0, a=1.0, b=2.0)
+
+
+def test_dropout_layer_needs_a_seed():
+    with pytest.raises(TypeError):
+        nn.Dropout(0.5)

@@ -12,6 +12,7 @@ import tinyvision as tv
 import tinyvision.ops as F
 from devices import DEVICES
 from op_registry import REGISTRY
+from tinyvision.gradcheck import copy_keep_layout
 
 NON_DIFFERENTIABLE = {"attention_mask"}  # helpers exported beside the ops
 
@@ -24,7 +25,7 @@ def test_every_op_is_registered():
 
 
 def _run(spec, arrays, kwargs, device="cpu", dtype=np.float64):
-    tensors = [tv.Tensor(a.astype(dtype), device=device) for a in arrays]
+    tensors = [tv.Tensor(copy_keep_layout(a, dtype), device=device) for a in arrays]
     return spec.op(*tensors, **kwargs)
 
 
@@ -70,3 +71,27 @@ def test_backward_on_device_equals_cpu(name, data, device):
         grads.append([t.grad if dev == "cpu" else tv.Tensor(t.grad).numpy() for t in ts])
     for g_cpu, g_dev in zip(*grads):
         np.testing.assert_allclose(g_dev, g_cpu, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+@given(data=st.data())
+def test_float32_gradients_stay_float32(name, data):
+    """A backward must not promote: float32 in, float32 gradients out (an int count in a division would)."""
+    spec = REGISTRY[name]
+    arrays, kwargs = spec.draw(data)
+    tensors = [tv.Tensor(copy_keep_layout(a, np.float32), requires_grad=True) for a in arrays]
+    out = spec.op(*tensors, **kwargs)
+    (out * tv.Tensor(np.ones(out.shape, np.float32))).sum().backward()
+    for i, t in enumerate(tensors):
+        assert t.grad is not None and t.grad.dtype == np.float32, f"{name}: input {i} got a {None if t.grad is None else t.grad.dtype} gradient"
+
+
+def test_layouts_reach_the_op_non_contiguous():
+    """The strategies' strided and permuted draws really arrive at the op as non-contiguous arrays."""
+    base = np.arange(24.0).reshape(2, 3, 4)
+    strided, permuted = base[..., ::2], base.transpose(2, 1, 0)
+    for a in (strided, permuted):
+        for dtype in (np.float64, np.float32):
+            t = tv.Tensor(copy_keep_layout(a, dtype))
+            assert not t.data.flags.c_contiguous
+            np.testing.assert_array_equal(t.numpy(), a)

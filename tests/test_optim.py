@@ -407,3 +407,12 @@ def test_adamw_fits_a_linear_least_squares_problem():
         scheduler.step()
         opt.step()
     assert first > 1.0 and loss.item() < 1e-3, f"loss went from {first} to {loss.item()}"
+
+
+def test_clip_grad_norm_counts_a_repeated_parameter_once():
+    from tinyvision import nn as _nn
+    from tinyvision.optim import clip_grad_norm as _clip
+    p = _nn.Parameter(np.zeros(2))
+    p.grad = np.array([3.0, 4.0])
+    assert _clip([p, p], 1.0) == pytest.approx(5.0)
+    np.testing.assert_allclose(np.linalg.norm(p.grad), 1.0, rtol=1e-5)

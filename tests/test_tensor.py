@@ -181,15 +181,21 @@ def test_attention_weights_rows_sum_to_one_and_respect_causality():
     assert np.all(np.triu(p, 1) == 0)
 
 
-def test_attention_output_satisfies_d_equals_rowsum_do_times_o():
-    # FlashAttention's D_i = rowsum(dO * O) equals rowsum(P * dP), the softmax-backward term
+def test_attention_gradients_equal_the_flashattention_backward_formulas():
+    # FlashAttention-2's backward: D = rowsum(dO * O), dS = P * (dP - D) with dP = dO V^T, then
+    # dQ = tau dS K, dK = tau dS^T Q, dV = P^T dO. The op's gradients must equal these.
     rng = np.random.default_rng(2)
-    q, k, v = (rng.standard_normal((6, 4)) for _ in range(3))
-    _, p = F.scaled_dot_product_attention(tv.Tensor(q), tv.Tensor(k), tv.Tensor(v), return_weights=True)
-    o = p @ v
-    do = rng.standard_normal(o.shape)
-    dp = do @ v.T
-    np.testing.assert_allclose((do * o).sum(-1), (p * dp).sum(-1), rtol=1e-12)
+    q, k, v = (leaf(rng.standard_normal((5, 4))) for _ in range(3))
+    out, p = F.scaled_dot_product_attention(q, k, v, causal=True, return_weights=True)
+    d_out = rng.standard_normal(out.shape)
+    out.backward(d_out)
+    tau = 1 / np.sqrt(4)
+    o = out.numpy()
+    D = (d_out * o).sum(-1, keepdims=True)
+    dS = p * (d_out @ v.numpy().T - D)
+    np.testing.assert_allclose(q.grad, tau * dS @ k.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(k.grad, tau * dS.T @ q.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(v.grad, p.T @ d_out, rtol=1e-12)
 
 
 def test_label_smoothing_one_is_uniform_target_loss():
@@ -223,3 +229,31 @@ def test_scalar_leaf_gradient_is_an_array_that_updates_in_place():
     assert isinstance(s.grad, np.ndarray) and s.grad.shape == ()
     s.grad *= 0.5  # must act on the stored gradient, not on a temporary scalar
     assert float(s.grad) == 2.0
+
+
+def test_moving_an_intermediate_result_keeps_the_graph():
+    x = leaf([1.0, 2.0])
+    (x * 3).to("cpu").sum().backward()
+    np.testing.assert_allclose(x.grad, [3.0, 3.0])
+
+
+def test_log_softmax_of_a_fully_masked_row_is_minus_infinity_not_nan():
+    x = leaf([[-np.inf, -np.inf], [0.0, 1.0]])
+    y = F.log_softmax(x, axis=1)
+    assert np.all(np.isneginf(y.numpy()[0])) and np.isfinite(y.numpy()[1]).all()
+    y[1].sum().backward()
+    assert np.isfinite(x.grad).all()
+
+
+def test_pow_zero_has_zero_gradient_even_at_zero():
+    x = leaf([0.0, 2.0])
+    (x ** 0).sum().backward()
+    np.testing.assert_array_equal(x.grad, [0.0, 0.0])
+
+
+def test_matmul_of_two_vectors_is_a_scalar():
+    a, b = leaf([1.0, 2.0, 3.0]), leaf([4.0, 5.0, 6.0])
+    y = a @ b
+    assert y.shape == () and y.item() == 32.0
+    y.backward()
+    np.testing.assert_array_equal(a.grad, b.numpy())

@@ -39,3 +39,20 @@ def test_train_classifier_refuses_misaligned_data():
     x, y = toy_set()
     with pytest.raises(ValueError, match="x has 64 examples but y has 63"):
         train_classifier(SmallCNN(num_classes=2, seed=0), x, y[:-1], epochs=1)
+
+
+def test_first_step_uses_the_smallest_warm_up_learning_rate(monkeypatch):
+    """The schedule sets step k's learning rate before step k: warm-up starts small, not at full lr."""
+    from tinyvision.optim import AdamW
+    used = []
+    original = AdamW.step
+
+    def spy(self):
+        used.append(self.param_groups[0]["lr"])
+        original(self)
+    monkeypatch.setattr(AdamW, "step", spy)
+    x, y = toy_set()
+    train_classifier(SmallCNN(img_size=8, num_classes=2, width=4, seed=0), x, y, epochs=4, batch_size=16, lr=1e-2,
+                     warmup_fraction=0.25)
+    assert used[0] == pytest.approx(1e-2 / 4)          # step 0 of a 4-step warm-up
+    assert used[3] == pytest.approx(1e-2) and max(used) <= 1e-2 + 1e-12

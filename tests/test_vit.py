@@ -228,3 +228,19 @@ def test_small_cnn_shapes_and_it_learns_the_toy_set():
     assert loss.item() < 0.5 * first
     with pytest.raises(ValueError, match="multiple of 4"):
         SmallCNN(img_size=10, seed=0)
+
+
+def test_module_to_moves_fixed_tables_too(monkeypatch):
+    """Module.to must move every tensor the model owns, including the fixed sin-cos table.
+
+    No GPU here: a stand-in for CuPy's to_device marks arrays as "cuda" so the walk can be checked."""
+    import tinyvision.nn.module as module_mod
+
+    class FakeGPU(np.ndarray):
+        pass
+    FakeGPU.__module__ = "cupy._fake"
+    monkeypatch.setattr(module_mod, "to_device", lambda a, device: np.asarray(a).view(FakeGPU))
+    model = tiny_vit(pos_embed="sincos")
+    model.to("cuda")
+    assert model.fixed_pos_embed.device == "cuda"
+    assert all(p.device == "cuda" for p in model.parameters())

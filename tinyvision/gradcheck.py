@@ -17,11 +17,25 @@ import numpy as np
 
 from .tensor import Tensor
 
-__all__ = ["GradcheckError", "gradcheck", "gradcheck_module", "numerical_grad"]
+__all__ = ["GradcheckError", "copy_keep_layout", "gradcheck", "gradcheck_module", "numerical_grad"]
 
 
 class GradcheckError(AssertionError):
     """A backward disagreed with finite differences; the message names where and by how much."""
+
+
+def copy_keep_layout(a: np.ndarray, dtype=None) -> np.ndarray:
+    """A copy of `a` (optionally cast) that is non-contiguous whenever `a` is.
+
+    np.copy and astype compact a strided slice into a contiguous array, which would hide exactly
+    the stride bugs a non-contiguous test input is meant to find.
+    """
+    dtype = a.dtype if dtype is None else np.dtype(dtype)
+    if a.ndim == 0 or a.flags.c_contiguous or a.flags.f_contiguous:
+        return a.astype(dtype, order="K", copy=True)
+    out = np.empty(a.shape[:-1] + (2 * a.shape[-1],), dtype)[..., ::2]   # strided like x[..., ::2]
+    out[...] = a
+    return out
 
 
 def _scalar(fn, tensors, c):
@@ -59,7 +73,7 @@ def gradcheck(fn, inputs, name: str | None = None, h: float = 1e-6, atol: float 
         a = a.data if isinstance(a, Tensor) else np.asarray(a)
         if a.dtype != np.float64:
             raise TypeError(f"gradcheck({name}): input {i} has dtype {a.dtype}; finite differences need float64")
-        arrays.append(a.copy(order="K"))  # keep the layout, never touch the caller's array
+        arrays.append(copy_keep_layout(a))  # keep the layout, never touch the caller's array
     check = tuple(range(len(arrays))) if check is None else tuple(check)
     tensors = [Tensor(a, requires_grad=i in check) for i, a in enumerate(arrays)]
 

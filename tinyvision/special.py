@@ -5,7 +5,8 @@ Phi(x) = (1 + erf(x / sqrt 2)) / 2). NumPy has no erf, so we take the first that
 1. CuPy arrays: cupyx.scipy.special.erf (a GPU kernel).
 2. NumPy arrays: a Numba ufunc over math.erf (compiled once, cached on disk).
 3. NumPy without Numba: math.erf element by element; exact, just slow.
-All three agree with math.erf to the last bit or two of float64.
+Paths 2 and 3 agree with math.erf exactly (tests/test_backend.py checks path 3); path 1 has not
+yet been run on a GPU here.
 """
 from __future__ import annotations
 

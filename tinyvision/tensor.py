@@ -117,6 +117,8 @@ class Tensor:
     op = property(lambda self: self._op, doc="The name of the op that made this tensor ('' for a leaf).")
 
     def __len__(self):
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor (a scalar)")
         return self.shape[0]
 
     def __repr__(self):
@@ -135,9 +137,16 @@ class Tensor:
         return float(self.numpy().reshape(()))
 
     def to(self, device: str) -> "Tensor":
-        """A copy on `device` ("cpu" or "cuda"); a leaf keeps requires_grad."""
-        out = Tensor(to_device(self.data, check_device_name(device)), requires_grad=self.requires_grad)
-        return out
+        """This tensor on `device` ("cpu" or "cuda").
+
+        A leaf gives a new leaf (keeping requires_grad); inside a graph the move is an op whose
+        backward moves the gradient back, so moving an intermediate result never cuts the graph.
+        """
+        data = to_device(self.data, check_device_name(device))
+        if self.is_leaf:
+            return Tensor(data, requires_grad=self.requires_grad)
+        source = self.device
+        return Tensor.from_op(data, (self,), lambda g: (to_device(g, source),), "to")
 
     def astype(self, dtype) -> "Tensor":
         """A leaf copy with another float dtype (no gradient flows through a cast)."""

@@ -77,8 +77,8 @@ def train_classifier(model, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_
             loss.backward()
             if max_grad_norm is not None:
                 clip_grad_norm(model.parameters(), max_grad_norm)
+            schedule.step()   # set this step's learning rate first: step 0 is the smallest warm-up lr
             opt.step()
-            schedule.step()
             history.steps.append(step)
             history.loss.append(loss.item())
             step += 1

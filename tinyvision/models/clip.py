@@ -22,8 +22,10 @@ import math
 import numpy as np
 
 from .. import ops as F
+from ..backend import device_of, to_device
 from ..nn import Embedding, LayerNorm, Module, ModuleList, Parameter, TransformerBlock
 from ..nn.init import as_rng, trunc_normal
+from ..text import eot_index
 from .contrastive import l2_normalize
 from .vit import ViT
 
@@ -45,19 +47,15 @@ class TextTransformer(Module):
         self.text_projection = Parameter(trunc_normal((width, embed_dim), std=width ** -0.5, seed=rng))
 
     def forward(self, ids) -> "F.Tensor":
-        ids = np.asarray(ids)
+        ids = to_device(ids, "cpu") if device_of(ids) == "cuda" else np.asarray(ids)
         if ids.ndim != 2 or ids.shape[1] > self.context_length:
             raise ValueError(f"TextTransformer: ids must be (B, L) with L <= {self.context_length}, got shape {ids.shape}")
-        has_eot = (ids == self.eot_id).any(axis=1)
-        if not has_eot.all():
-            raise ValueError(f"TextTransformer: rows {np.flatnonzero(~has_eot).tolist()} have no end-of-text token "
-                             f"(id {self.eot_id}); it is where the caption is read out, so truncation must keep it")
+        eot = eot_index(ids, self.eot_id)                                         # (B,), raises if a row has none
         b, length = ids.shape
         x = self.token_embedding(ids) + self.positional_embedding[:length]       # (B, L, D)
         for block in self.blocks:
             x = block(x, causal=True)
         x = self.ln_final(x)
-        eot = (ids == self.eot_id).argmax(axis=1)                                 # first EOT in each row
         pooled = x[np.arange(b), eot]                                             # (B, D)
         return F.matmul(pooled, self.text_projection)                            # (B, E)
 

@@ -35,10 +35,13 @@ def trunc_normal(shape, std: float, seed, a: float | None = None, b: float | Non
         raise ValueError(f"trunc_normal: need a < b, got a={lo}, b={hi}")
     out = rng.standard_normal(shape) * std
     bad = (out < lo) | (out > hi)
-    while bad.any():  # redraw only the rejected entries; ~4.6% per round at +-2 std
+    for _ in range(1000):  # redraw only the rejected entries; ~4.6% per round at +-2 std
+        if not bad.any():
+            return out.astype(dtype)
         out[bad] = rng.standard_normal(int(bad.sum())) * std
         bad = (out < lo) | (out > hi)
-    return out.astype(dtype)
+    raise ValueError(f"trunc_normal: [a, b] = [{lo}, {hi}] holds too little of N(0, {std}^2) to sample by "
+                     "rejection; choose bounds that contain a reasonable part of the distribution")
 
 
 def xavier_uniform(shape, seed, gain: float = 1.0, dtype=np.float32) -> np.ndarray:

@@ -80,7 +80,7 @@ class Embedding(Module):
 class Dropout(Module):
     """Inverted dropout while training, identity in eval(). Owns a seeded Generator it draws masks from."""
 
-    def __init__(self, p: float = 0.0, *, seed=0):
+    def __init__(self, p: float = 0.0, *, seed):
         if not 0 <= p <= 1:
             raise ValueError(f"Dropout: p must be in [0, 1], got {p}")
         self.p = p

@@ -110,6 +110,10 @@ class Module:
             p.data = to_device(p.data, device)
             if p.grad is not None:
                 p.grad = to_device(p.grad, device)
+        for m in self.modules():  # fixed tables held as plain Tensors (e.g. ViT's sin-cos positions)
+            for value in vars(m).values():
+                if isinstance(value, Tensor) and not isinstance(value, Parameter):
+                    value.data = to_device(value.data, device)
         return self
 
     # --- state dicts ---------------------------------------------------------------------------

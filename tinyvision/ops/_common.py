@@ -60,12 +60,19 @@ def normalize_axes(op: str, axis, ndim: int) -> tuple:
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
     out = []
     for a in axes:
-        if not -ndim <= a < max(ndim, 1):
+        if not -ndim <= a < ndim:
             raise ValueError(f"{op}: axis {a} is out of range for a tensor with {ndim} dimensions")
-        out.append(int(a) % max(ndim, 1))
+        out.append(int(a) % ndim)
     if len(set(out)) != len(out):
         raise ValueError(f"{op}: repeated axis in {axis}")
     return tuple(sorted(out))
+
+
+def normalize_axis(op: str, axis, ndim: int) -> int:
+    """One axis (an int, negatives allowed) as a non-negative int, for ops that act along one axis."""
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"{op}: axis must be one int, got {axis!r}")
+    return normalize_axes(op, axis, ndim)[0]
 
 
 def expand_reduced(grad, axes, shape):
@@ -97,4 +104,4 @@ class quiet_errors:
 
 
 __all__ = ["broadcast_shape", "check_finite_result", "expand_reduced", "normalize_axes",
-           "quiet_errors", "tensors_for", "unbroadcast"]
+           "normalize_axis", "quiet_errors", "tensors_for", "unbroadcast"]

@@ -230,6 +230,6 @@ def max_pool2d(x, kernel_size, stride=None) -> Tensor:
 
     def backward(g):
         winners = windows == y[..., None, None]                     # (B, C, H_out, W_out, kh, kw)
-        share = winners * (g / winners.sum(axis=(4, 5)))[..., None, None]
+        share = winners * (g / winners.sum(axis=(4, 5), dtype=g.dtype))[..., None, None]
         return (fold_windows(share, x.shape, stride),)
     return Tensor.from_op(y, (x,), backward, "max_pool2d")

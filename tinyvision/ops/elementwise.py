@@ -91,6 +91,8 @@ def pow(x, exponent) -> Tensor:  # noqa: A001 - the name users expect
     check_finite_result("pow", y, f"x ** {p} is undefined for negative x")
 
     def backward(g):
+        if p == 0:          # x^0 = 1 is constant; avoid 0 * 0^-1 = NaN at x = 0
+            return (xp_of(g).zeros_like(g),)
         return (g * p * power(x.data, p - 1),)
     return Tensor.from_op(y, (x,), backward, "pow")
 

@@ -21,9 +21,12 @@ def _swap_last(a):
 
 
 def matmul(a, b) -> Tensor:
+    """a @ b: a (..., n, k), b (..., k, m) -> (..., n, m); dL/da = G b^T, dL/db = a^T G (see above)."""
     a, b = tensors_for("matmul", a, b)
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: operands must have at least 1 dimension, got shapes {a.shape} and {b.shape}")
+    if a.ndim == 1 and b.ndim == 1:
+        return reshape(matmul(reshape(a, (1, a.shape[0])), reshape(b, (b.shape[0], 1))), ())
     if a.ndim == 1:
         return reshape(matmul(reshape(a, (1, a.shape[0])), b), b.shape[:-2] + b.shape[-1:])
     if b.ndim == 1:

@@ -77,7 +77,11 @@ def mse_loss(prediction, target, reduction: str = "mean") -> Tensor:
     """(prediction - target)^2.   d/dprediction = 2 (prediction - target) = -d/dtarget."""
     _check_reduction("mse_loss", reduction)
     prediction, target = tensors_for("mse_loss", prediction, target)
-    shape = broadcast_shape("mse_loss", prediction.shape, target.shape)
+    if prediction.shape != target.shape:
+        # (B, 1) against (B,) would broadcast to (B, B) and average the wrong differences
+        raise ValueError(f"mse_loss: prediction has shape {prediction.shape} but target has {target.shape}; "
+                         "they must be equal (reshape one explicitly)")
+    shape = prediction.shape
     xp = xp_of(prediction.data)
     diff = prediction.data - target.data
     n = 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..backend import xp_of
 from ..tensor import Tensor
-from ._common import quiet_errors, expand_reduced, normalize_axes, tensors_for
+from ._common import expand_reduced, normalize_axes, normalize_axis, quiet_errors, tensors_for
 
 __all__ = ["sum", "mean", "max", "var", "logsumexp", "softmax", "log_softmax"]
 
@@ -62,7 +62,7 @@ def max(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
     def backward(g):
         g = g if keepdims else expand_reduced(g, axes, x.shape)
         winners = x.data == y
-        return (winners * (g / winners.sum(axis=axes, keepdims=True)),)
+        return (winners * (g / winners.sum(axis=axes, keepdims=True, dtype=g.dtype)),)
     out = y if keepdims else y.reshape([n for i, n in enumerate(x.shape) if i not in axes])
     return Tensor.from_op(out, (x,), backward, "max")
 
@@ -135,7 +135,7 @@ def softmax(x, axis: int = -1) -> Tensor:
         dL/dx_k = sum_i g_i y_i (delta_ik - y_k) = y_k (g_k - sum_i g_i y_i).
     """
     (x,) = tensors_for("softmax", x)
-    (axis,) = normalize_axes("softmax", axis, x.ndim)
+    axis = normalize_axis("softmax", axis, x.ndim)
     y = softmax_array(x.data, axis)
 
     def backward(g):
@@ -146,8 +146,11 @@ def softmax(x, axis: int = -1) -> Tensor:
 def log_softmax(x, axis: int = -1) -> Tensor:
     """y_i = x_i - logsumexp(x).   dL/dx_k = g_k - softmax(x)_k sum_i g_i."""
     (x,) = tensors_for("log_softmax", x)
-    (axis,) = normalize_axes("log_softmax", axis, x.ndim)
-    y = x.data - logsumexp_array(x.data, axis)
+    axis = normalize_axis("log_softmax", axis, x.ndim)
+    xp = xp_of(x.data)
+    lse = logsumexp_array(x.data, axis)
+    # a row that is all -inf (fully masked) stays -inf instead of (-inf) - (-inf) = NaN
+    y = xp.where(xp.isneginf(lse), xp.asarray(-xp.inf, dtype=x.dtype), x.data - xp.where(xp.isneginf(lse), 0, lse))
 
     def backward(g):
         return (g - softmax_array(x.data, axis) * g.sum(axis=axis, keepdims=True),)

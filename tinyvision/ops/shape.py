@@ -12,7 +12,7 @@ import numpy as np
 
 from ..backend import scatter_add, xp_of
 from ..tensor import Tensor
-from ._common import normalize_axes, tensors_for
+from ._common import normalize_axes, normalize_axis, tensors_for
 
 __all__ = ["reshape", "transpose", "permute", "getitem", "concatenate", "stack", "split", "pad"]
 
@@ -56,7 +56,10 @@ def _raw_index(index, xp):
     if isinstance(index, tuple):
         return tuple(_raw_index(i, xp) for i in index)
     if isinstance(index, Tensor):
-        return xp.asarray(index.data.astype(np.int64))
+        values = index.data
+        if bool((values != xp_of(values).round(values)).any()):
+            raise TypeError("getitem: a Tensor used as an index must hold whole numbers; pass an integer array")
+        return xp.asarray(values.astype(np.int64))
     if isinstance(index, (list, np.ndarray)) or hasattr(index, "__cuda_array_interface__"):
         return xp.asarray(index)
     return index
@@ -107,7 +110,7 @@ def concatenate(tensors, axis: int = 0) -> Tensor:
     """Join along an existing axis.   Backward: cut g back into the input widths along that axis."""
     tensors = list(tensors)
     if tensors and isinstance(tensors[0], Tensor):
-        (axis,) = normalize_axes("concatenate", axis, tensors[0].ndim)
+        axis = normalize_axis("concatenate", axis, tensors[0].ndim)
     tensors = _check_joinable("concatenate", tensors, axis, same_axis_size=False)
     xp = xp_of(tensors[0].data)
     edges = [int(e) for e in np.cumsum([t.shape[axis] for t in tensors])[:-1]]
@@ -121,7 +124,7 @@ def concatenate(tensors, axis: int = 0) -> Tensor:
 def stack(tensors, axis: int = 0) -> Tensor:
     """Join along a new axis.   Backward: input i gets the slice g[..., i, ...] of that axis."""
     tensors = _check_joinable("stack", list(tensors), axis, same_axis_size=True)
-    (axis,) = normalize_axes("stack", axis, tensors[0].ndim + 1)
+    axis = normalize_axis("stack", axis, tensors[0].ndim + 1)
     xp = xp_of(tensors[0].data)
 
     def backward(g):
@@ -135,7 +138,7 @@ def split(x, sections, axis: int = 0) -> list:
     Each piece is an indexing op, so its backward is getitem's.
     """
     (x,) = tensors_for("split", x)
-    (axis,) = normalize_axes("split", axis, x.ndim)
+    axis = normalize_axis("split", axis, x.ndim)
     n = x.shape[axis]
     if isinstance(sections, (int, np.integer)):
         if sections <= 0 or n % sections:
@@ -157,7 +160,11 @@ def pad(x, pad_width, value: float = 0.0) -> Tensor:
     Backward: the gradient of the padded border is dropped; the inner block is x's gradient.
     """
     (x,) = tensors_for("pad", x)
-    widths = np.broadcast_to(np.asarray(pad_width, dtype=np.int64), (x.ndim, 2)) if x.ndim else np.zeros((0, 2), int)
+    try:
+        widths = np.broadcast_to(np.asarray(pad_width, dtype=np.int64), (x.ndim, 2)) if x.ndim else np.zeros((0, 2), int)
+    except ValueError:
+        raise ValueError(f"pad: pad_width {pad_width} does not fit {x.ndim} axes; give one (before, after) pair, "
+                         f"or one per axis") from None
     if (widths < 0).any():
         raise ValueError(f"pad: pad widths must be >= 0, got {pad_width}")
     xp = xp_of(x.data)

@@ -421,6 +421,8 @@ def clip_grad_norm(params, max_norm: float) -> float:
     if max_norm == 0:
         raise ValueError("clip_grad_norm: max_norm must be > 0, got 0")
     params = _check_params("clip_grad_norm", params)
+    unique = {id(p): p for p in params}            # a parameter listed twice is still one gradient
+    params = list(unique.values())
     grads = [(i, p.grad) for i, p in enumerate(params) if p.grad is not None]
     # Squares summed in float64: a million float32 squares would lose digits, or overflow to inf.
     squares = [float(xp_of(g).sum(g.astype(np.float64) ** 2)) for _, g in grads]
