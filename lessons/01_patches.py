@@ -67,7 +67,7 @@ import numpy as np
 import tinyvision as tv
 from tinyvision.models import PatchEmbed, ViT, patchify, sincos_2d, unpatchify
 
-from _common import one_blas_thread, parse_args, print_result, pyplot, save_figure, to_float64
+from _common import one_blas_thread, parse_args, print_result, pyplot, save_figure
 
 args = parse_args(__doc__)
 one_blas_thread()
@@ -166,7 +166,7 @@ print("  halving P (32 -> 16 -> 8): tokens x4, pairs x16. ViT-B/16 reads 196 pat
 # %% 3. Patch embedding: a strided convolution is a flatten followed by one matmul
 P, D = 16, 768
 print(f"\n== 3. patch embedding, P = {P}, D = {D}: Conv2d(kernel = stride = P) against flatten + matmul")
-embed = to_float64(PatchEmbed(IMG, P, C, D, seed=rng_for(3)))
+embed = PatchEmbed(IMG, P, C, D, seed=rng_for(3)).astype(np.float64)
 conv_tokens = embed(x).numpy()                    # (1, 196, 768): conv, then (B, D, gh, gw) -> (B, N, D)
 linear_tokens = embed.forward_linear(x).numpy()   # (1, 196, 768): patchify, then @ W.reshape(D, C*P*P).T + b
 conv_equals_linear = float(np.abs(conv_tokens - linear_tokens).max())
@@ -212,7 +212,7 @@ def vit(pos_embed: str) -> ViT:
     """The same weights each time (same seed); only the position embedding differs."""
     model = ViT(img_size=IMG, patch_size=P4, in_chans=C, num_classes=10, embed_dim=64, depth=2, num_heads=4,
                 pos_embed=pos_embed, seed=int(rng_for(5).integers(2 ** 31)))
-    return to_float64(model)
+    return model.astype(np.float64)
 
 
 swap_diffs = {}

@@ -76,7 +76,7 @@ from tinyvision.data import batches, left_right_task
 from tinyvision.models import ViT
 from tinyvision.optim import AdamW, WarmupCosine
 
-from _common import one_blas_thread, parse_args, print_result, pyplot, save_figure, to_float64
+from _common import one_blas_thread, parse_args, print_result, pyplot, save_figure
 
 args = parse_args(__doc__)
 one_blas_thread()
@@ -152,7 +152,7 @@ print("  gradient gets through it. Scaled, every width sees scores of std ~1 and
 print("\n== 2. bidirectional against causal: one attention layer, 6 tokens of width 16, one head (float64)")
 rng = rng_for(2)
 T, D2 = 6, 16
-layer = to_float64(nn.MultiHeadAttention(D2, 1, seed=rng))
+layer = nn.MultiHeadAttention(D2, 1, seed=rng).astype(np.float64)
 tokens = rng.standard_normal((1, T, D2))
 changed_from = 3                                          # tokens 3, 4, 5 will be replaced
 tokens_new = tokens.copy()
@@ -208,7 +208,7 @@ print("\n== 3. multi-head attention: D = 32, h = 4 heads of width d = 8, on (B=2
 rng = rng_for(3)
 D3, h = 32, 4
 d3 = D3 // h
-mha = to_float64(nn.MultiHeadAttention(D3, h, seed=rng))
+mha = nn.MultiHeadAttention(D3, h, seed=rng).astype(np.float64)
 x3 = rng.standard_normal((2, 7, D3))
 
 # attn.qkv maps D -> 3D; its output columns are [q | k | v], each D wide, heads side by side inside each.

@@ -53,8 +53,8 @@ import tinyvision as tv
 from tinyvision.data import (COLORS, COUNT_WORDS, DEFAULT_HELD_OUT, SHAPES, captioned_shapes, count_probe,
                              side_probe, tiny_probe)
 from tinyvision.models import CLIP
-from tinyvision.models.contrastive import (clamp_logit_scale, clip_loss, recall_at_k, siglip_bias_init, siglip_loss,
-                                           similarity_matrix, zero_shot_predict, zero_shot_weights)
+from tinyvision.models.contrastive import clamp_logit_scale, clip_loss, siglip_bias_init, siglip_loss
+from tinyvision.models.retrieval import recall_at_k, similarity_matrix, zero_shot_predict, zero_shot_weights
 from tinyvision.optim import AdamW, WarmupCosine, clip_grad_norm, param_groups_no_decay
 from tinyvision.text import Tokenizer
 
@@ -302,7 +302,9 @@ for name, probe in probes.items():
     probe_results[name] = acc
     print(f"  {name:22s} {acc:.3f}  (chance {chance:.3f})")
 weak = [name for name, acc in probe_results.items() if acc < 0.8]
-if weak:
+if QUICK:
+    print("  (--quick trains for seconds: these numbers only show the lesson runs; run the full lesson)")
+elif weak:
     print(f"  weak here: {', '.join(weak)}. The contrastive objective only rewards a detail when it separates "
           "captions within a batch; these rarely do.")
 else:

@@ -5,7 +5,6 @@
     save_figure(fig, args.out, "00_loss_curve.png")
     print_result({"train_accuracy": 0.99})   # last line: result: {...} (one line of JSON)
     one_blas_thread()                     # small matrices: one BLAS thread, immune to a busy machine
-    to_float64(model)                     # every parameter in float64, for exact comparisons
 """
 from __future__ import annotations
 
@@ -13,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-__all__ = ["one_blas_thread", "parse_args", "print_result", "pyplot", "save_figure", "to_float64"]
+__all__ = ["one_blas_thread", "parse_args", "print_result", "pyplot", "save_figure"]
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "out"
 
@@ -66,18 +65,3 @@ def one_blas_thread() -> bool:
         return False
     threadpool_limits(1, user_api="blas")
     return True
-
-
-def to_float64(module):
-    """Cast every Tensor a module holds (parameters and fixed tables alike) to float64, in place.
-
-    Comparisons that should be exact (two forms of one computation, an output that must not
-    change) are made in float64, where rounding leaves ~1e-16 relative instead of ~1e-7.
-    Returns the module.
-    """
-    from tinyvision import Tensor
-    for m in module.modules():
-        for value in vars(m).values():
-            if isinstance(value, Tensor):
-                value.data = value.data.astype("float64")
-    return module

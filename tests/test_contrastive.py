@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 import tinyvision as tv
 from tinyvision.models.contrastive import (CLIP_LOGIT_SCALE_INIT, SIGLIP_LOGIT_SCALE_INIT, clamp_logit_scale,
-                                           clip_loss, l2_normalize, recall_at_k, retrieval_report, siglip_bias_init,
-                                           siglip_loss, similarity_matrix, zero_shot_predict, zero_shot_weights)
+                                           clip_loss, l2_normalize, siglip_bias_init, siglip_loss)
+from tinyvision.models.retrieval import (recall_at_k, retrieval_report, similarity_matrix, zero_shot_predict,
+                                         zero_shot_weights)
 from tinyvision.nn import Parameter
 
 

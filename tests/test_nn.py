@@ -17,10 +17,7 @@ TIMM_BLOCK_NAMES = ["norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.b
 
 
 def f64(module):
-    """Cast a module's parameters to float64 in place (for reference comparisons)."""
-    for p in module.parameters():
-        p.data = p.data.astype(np.float64)
-    return module
+    return module.astype(np.float64)
 
 
 def test_transformer_block_uses_timm_parameter_names():

@@ -106,15 +106,29 @@ class Module:
     def to(self, device: str):
         """Move every parameter to `device` in place (their identity is kept, so optimizers still see them)."""
         check_device_name(device)
-        for p in self.parameters():
-            p.data = to_device(p.data, device)
-            if p.grad is not None:
-                p.grad = to_device(p.grad, device)
-        for m in self.modules():  # fixed tables held as plain Tensors (e.g. ViT's sin-cos positions)
-            for value in vars(m).values():
-                if isinstance(value, Tensor) and not isinstance(value, Parameter):
-                    value.data = to_device(value.data, device)
+        for t in self._owned_tensors():
+            t.data = to_device(t.data, device)
+            if t.grad is not None:
+                t.grad = to_device(t.grad, device)
         return self
+
+    def astype(self, dtype):
+        """Cast every parameter and fixed table to a float dtype in place (e.g. float64 for exact checks)."""
+        for t in self._owned_tensors():
+            t.data = t.data.astype(dtype)
+            t.grad = None if t.grad is None else t.grad.astype(dtype)
+        return self
+
+    def _owned_tensors(self):
+        """Parameters, plus fixed tables held as plain Tensors (e.g. ViT's sin-cos positions), each once."""
+        seen = {}
+        for p in self.parameters():
+            seen[id(p)] = p
+        for m in self.modules():
+            for value in vars(m).values():
+                if isinstance(value, Tensor) and id(value) not in seen:
+                    seen[id(value)] = value
+        return list(seen.values())
 
     # --- state dicts ---------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -4,6 +4,8 @@ reduction: "mean" (default), "sum", or "none" (the per-element losses).
 """
 from __future__ import annotations
 
+import math
+
 from ..backend import xp_of
 from ..tensor import Tensor
 from ._common import broadcast_shape, tensors_for, unbroadcast
@@ -84,9 +86,7 @@ def mse_loss(prediction, target, reduction: str = "mean") -> Tensor:
     shape = prediction.shape
     xp = xp_of(prediction.data)
     diff = prediction.data - target.data
-    n = 1
-    for s in shape:
-        n *= s
+    n = math.prod(shape)
     out, scale = _reduce(diff * diff, reduction, n)
 
     def backward(g):
@@ -111,9 +111,7 @@ def binary_cross_entropy_with_logits(logits, target, reduction: str = "mean") ->
         raise ValueError(f"binary_cross_entropy_with_logits: targets must be in [0, 1], got values "
                          f"from {float(y.min())} to {float(y.max())}")
     losses = xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x))) - x * y
-    n = 1
-    for s in shape:
-        n *= s
+    n = math.prod(shape)
     out, scale = _reduce(losses, reduction, n)
 
     def backward(g):

@@ -6,6 +6,8 @@ back over them (`expand_reduced`), which is the transpose of "sum over an axis".
 """
 from __future__ import annotations
 
+import math
+
 from ..backend import xp_of
 from ..tensor import Tensor
 from ._common import expand_reduced, normalize_axes, normalize_axis, quiet_errors, tensors_for
@@ -14,10 +16,8 @@ __all__ = ["sum", "mean", "max", "var", "logsumexp", "softmax", "log_softmax"]
 
 
 def _count(shape, axes) -> int:
-    n = 1
-    for a in axes:
-        n *= shape[a]
-    return n
+    """How many entries a reduction over `axes` combines."""
+    return math.prod(shape[a] for a in axes)
 
 
 def sum(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
