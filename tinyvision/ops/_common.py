@@ -88,6 +88,13 @@ def check_finite_result(op: str, array, hint: str):
     return array
 
 
+def fast_kernel(op: str, x):
+    """The fast kernel chosen for `op` on x's device (tinyvision.kernels), or None for the NumPy code."""
+    from .. import kernels  # noqa: PLC0415 - kernels imports nothing from ops; late to keep import light
+    impl = kernels.implementation(op, x.device)
+    return None if impl == "numpy" else kernels.kernel(op, impl)
+
+
 class quiet_errors:
     """Silence NumPy's divide/invalid warnings inside an op that reports bad values itself."""
 
@@ -103,5 +110,5 @@ class quiet_errors:
             self.state.__exit__(*exc)
 
 
-__all__ = ["broadcast_shape", "check_finite_result", "expand_reduced", "normalize_axes",
+__all__ = ["broadcast_shape", "check_finite_result", "expand_reduced", "fast_kernel", "normalize_axes",
            "normalize_axis", "quiet_errors", "tensors_for", "unbroadcast"]

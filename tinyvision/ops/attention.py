@@ -22,7 +22,7 @@ import math
 
 from ..backend import xp_of
 from ..tensor import Tensor
-from ._common import broadcast_shape, tensors_for, unbroadcast
+from ._common import broadcast_shape, fast_kernel, tensors_for, unbroadcast
 from .reduce import softmax_array
 
 __all__ = ["scaled_dot_product_attention", "attention_mask"]
@@ -67,6 +67,10 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False, scale
     if keep is not None:
         broadcast_shape("scaled_dot_product_attention (mask)", keep.shape, batch + (nq, nk))
 
+    fast = None if return_weights else fast_kernel("attention", q)
+    if fast is not None:
+        return _flash(fast, q, k, v, keep, causal, float(tau), batch)
+
     s = (q.data @ k.data.swapaxes(-1, -2)) * tau
     if keep is not None:
         s = xp.where(keep, s, xp.asarray(-xp.inf, dtype=s.dtype))
@@ -82,3 +86,28 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False, scale
         return unbroadcast(dq, q.shape), unbroadcast(dk, k.shape), unbroadcast(dv, v.shape)
     out = Tensor.from_op(o, (q, k, v), backward, "scaled_dot_product_attention")
     return (out, p) if return_weights else out
+
+
+def _flash(fast, q, k, v, keep, causal, tau, batch):
+    """The same attention through a tiled kernel (tinyvision/kernels): O(N) extra memory, no P matrix.
+
+    The kernels take 3-D arrays (BH, N, d): the broadcast batch axes are flattened into BH, and the
+    gradients are summed back to each input's own batch shape (unbroadcast).
+    """
+    xp = xp_of(q.data)
+    nq, nk = q.shape[-2], k.shape[-2]
+
+    def flat(t):
+        return xp.ascontiguousarray(xp.broadcast_to(t.data, batch + t.shape[-2:])).reshape((-1,) + t.shape[-2:])
+    q3, k3, v3 = flat(q), flat(k), flat(v)
+    mask = None
+    if keep is not None:
+        mask = xp.ascontiguousarray(xp.broadcast_to(keep, batch + (nq, nk))).reshape(-1, nq, nk)
+    # causality is already inside `keep` (attention_mask), so the kernel needs no separate causal flag
+    o, lse = fast.forward(q3, k3, v3, mask, False, tau, None)
+
+    def backward(g):
+        dq, dk, dv = fast.backward(q3, k3, v3, o, lse, xp.ascontiguousarray(g).reshape(o.shape), mask, False, tau, None)
+        return (unbroadcast(dq.reshape(batch + q.shape[-2:]), q.shape), unbroadcast(dk.reshape(batch + k.shape[-2:]), k.shape),
+                unbroadcast(dv.reshape(batch + v.shape[-2:]), v.shape))
+    return Tensor.from_op(o.reshape(batch + (nq, v.shape[-1])), (q, k, v), backward, "scaled_dot_product_attention")

@@ -12,7 +12,7 @@ import numbers
 from ..backend import xp_of
 from ..special import erf
 from ..tensor import Tensor
-from ._common import quiet_errors, broadcast_shape, check_finite_result, tensors_for, unbroadcast
+from ._common import broadcast_shape, check_finite_result, fast_kernel, quiet_errors, tensors_for, unbroadcast
 
 __all__ = ["add", "sub", "mul", "div", "neg", "pow", "exp", "log", "sqrt", "tanh", "sigmoid",
            "relu", "gelu", "clip", "where", "masked_fill"]
@@ -164,6 +164,13 @@ def gelu(x, approximate: str = "none") -> Tensor:
     """
     (x,) = tensors_for("gelu", x)
     xp, v = xp_of(x.data), x.data
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f'gelu: approximate must be "none" or "tanh", got {approximate!r}')
+    fast = fast_kernel("gelu", x)
+    if fast is not None:  # one compiled pass, no temporaries (tinyvision/kernels)
+        v = xp.ascontiguousarray(v)
+        return Tensor.from_op(fast.forward(v, None, approximate), (x,),
+                              lambda g: (fast.backward(xp.ascontiguousarray(g), v, None, approximate)[0],), "gelu")
     if approximate == "none":
         cdf = 0.5 * (1 + erf(v * v.dtype.type(1 / math.sqrt(2))))
         y = v * cdf

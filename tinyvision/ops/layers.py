@@ -9,7 +9,7 @@ import numpy as np
 
 from ..backend import scatter_add, xp_of
 from ..tensor import Tensor
-from ._common import tensors_for
+from ._common import fast_kernel, tensors_for
 
 __all__ = ["layer_norm", "dropout", "embedding"]
 
@@ -39,6 +39,16 @@ def layer_norm(x, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
         if p is not None and p.shape != (d,):
             raise ValueError(f"layer_norm: {name} has shape {p.shape}, expected ({d},) to match x's last axis of shape {x.shape}")
     xp = xp_of(x.data)
+    fast = fast_kernel("layer_norm", x)
+    if fast is not None:  # fused compiled kernel: one pass for statistics, one for the output
+        rows = xp.ascontiguousarray(x.data).reshape(-1, d)
+        w, b_ = (None if p is None else p.data for p in (weight, bias))
+        y_rows, mean, rstd = fast.forward(rows, w, b_, eps)
+
+        def fast_backward(g):
+            dx, dw, db = fast.backward(xp.ascontiguousarray(g).reshape(-1, d), rows, mean, rstd, w)
+            return tuple(t for t in (dx.reshape(x.shape), dw, db) if t is not None)
+        return Tensor.from_op(y_rows.reshape(x.shape), tuple(tensors), fast_backward, "layer_norm")
     mu = x.data.mean(axis=-1, keepdims=True)
     centred = x.data - mu
     r = 1 / xp.sqrt((centred * centred).mean(axis=-1, keepdims=True) + eps)

@@ -1,0 +1,100 @@
+"""Fast implementations of the hot ops, and the one switch that picks between them.
+
+The plain NumPy code in tinyvision/ops is the readable reference and the oracle; every kernel
+here computes the same thing faster and is tested equal to it. Implementations:
+
+    "numpy"       the reference (always available)
+    "numba"       Numba-compiled CPU kernels (numba_cpu.py): fused loops, no temporaries, parallel rows
+    "numba_cuda"  numba.cuda GPU kernels (numba_cuda.py), for CuPy arrays on an NVIDIA GPU
+
+Which one runs is decided in one visible place: the environment variable TINYVISION_KERNELS
+(numpy | numba | numba_cuda | auto; default auto = the fastest available for the array's device),
+or the context manager
+
+    with tinyvision.kernels.use("numpy"):
+        ...
+
+An op asks `implementation(op_name, device)`, which returns the chosen implementation's name if it
+provides that op for that device, or "numpy" otherwise (a missing kernel is never an error).
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+
+__all__ = ["AVAILABLE", "active", "implementation", "register", "use", "why_unavailable"]
+
+CHOICES = ("auto", "numpy", "numba", "numba_cuda")
+_PREFERENCE = {"cpu": ("numba", "numpy"), "cuda": ("numba_cuda", "numpy")}
+
+_REGISTRY: dict = {}      # (op name, implementation) -> object with the kernel's functions
+_choice = None            # set by use(); None means "read TINYVISION_KERNELS"
+
+
+def register(op: str, impl: str, kernel) -> None:
+    """Called by the kernel modules at import: `kernel` provides `op` for implementation `impl`."""
+    _REGISTRY[(op, impl)] = kernel
+
+
+def _check(choice: str) -> str:
+    if choice not in CHOICES:
+        raise ValueError(f"kernels: choose one of {CHOICES}, got {choice!r} (TINYVISION_KERNELS or kernels.use)")
+    return choice
+
+
+def active() -> str:
+    """The current choice: what use() set, else TINYVISION_KERNELS, else "auto"."""
+    return _choice if _choice is not None else _check(os.environ.get("TINYVISION_KERNELS", "auto"))
+
+
+@contextlib.contextmanager
+def use(choice: str):
+    """Run the block with one implementation (or "auto"); restores the previous choice after."""
+    global _choice
+    previous, _choice = _choice, _check(choice)
+    try:
+        yield
+    finally:
+        _choice = previous
+
+
+_MODULES = {"numba": "tinyvision.kernels.numba_cpu", "numba_cuda": "tinyvision.kernels.numba_cuda"}
+_load_errors: dict = {}
+
+
+def _load(impl: str) -> bool:
+    """Import an implementation's module once (it registers its kernels); False if it cannot load."""
+    if impl == "numpy":
+        return True
+    if impl in _load_errors:
+        return _load_errors[impl] is None
+    try:
+        importlib.import_module(_MODULES[impl])
+        _load_errors[impl] = None
+    except Exception as err:  # ImportError, or numba.cuda finding no GPU
+        _load_errors[impl] = f"{type(err).__name__}: {err}"
+    return _load_errors[impl] is None
+
+
+def why_unavailable(impl: str) -> str | None:
+    """None when `impl` loads here, else the reason (for skip messages and the bench's n/a cells)."""
+    return None if _load(impl) else _load_errors[impl]
+
+
+def implementation(op: str, device: str) -> str:
+    """The implementation that runs `op` on `device` ("cpu" or "cuda") under the current choice."""
+    choice = active()
+    candidates = _PREFERENCE[device] if choice == "auto" else (choice, "numpy")
+    for impl in candidates:
+        if impl == "numpy" or (_load(impl) and (op, impl) in _REGISTRY):
+            return impl
+    return "numpy"
+
+
+def kernel(op: str, impl: str):
+    """The registered kernel object for (op, impl)."""
+    return _REGISTRY[(op, impl)]
+
+
+AVAILABLE = CHOICES
