@@ -10,11 +10,20 @@ from hypothesis import strategies as st
 
 import tinyvision as tv
 import tinyvision.ops as F
+from tinyvision import kernels
 from devices import DEVICES
 from op_registry import REGISTRY
 from tinyvision.gradcheck import copy_keep_layout
 
 NON_DIFFERENTIABLE = {"attention_mask"}  # helpers exported beside the ops
+
+# Ops with a compiled kernel (tinyvision/kernels) are tested twice: the NumPy reference, and the kernel.
+KERNEL_OPS = ("gelu", "layer_norm", "scaled_dot_product_attention", "softmax")
+_numba_missing = kernels.why_unavailable("numba")
+CASES = [pytest.param(n, "numpy", id=f"{n}-numpy") for n in sorted(REGISTRY)] + [
+    pytest.param(n, "numba", id=f"{n}-numba",
+                 marks=pytest.mark.skipif(_numba_missing is not None, reason=f"Numba kernels unavailable: {_numba_missing}"))
+    for n in KERNEL_OPS]
 
 
 def test_every_op_is_registered():
@@ -36,23 +45,25 @@ FORWARD_TOLERANCE = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("name, impl", CASES)
 @given(data=st.data())
-def test_forward_matches_float64_reference(name, data, device, dtype):
+def test_forward_matches_float64_reference(name, impl, data, device, dtype):
     spec = REGISTRY[name]
     arrays, kwargs = spec.draw(data)
     expected = np.asarray(spec.ref(*arrays, **kwargs), dtype=np.float64)
-    out = _run(spec, arrays, kwargs, device, dtype)
+    with kernels.use(impl):
+        out = _run(spec, arrays, kwargs, device, dtype)
     assert out.dtype == dtype, f"{name}: {np.dtype(dtype)} inputs gave {out.dtype}"
     np.testing.assert_allclose(out.numpy(), expected, **FORWARD_TOLERANCE[dtype], err_msg=f"{name} forward, {kwargs}")
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("name, impl", CASES)
 @given(data=st.data())
-def test_backward_matches_finite_differences(name, data):
+def test_backward_matches_finite_differences(name, impl, data):
     spec = REGISTRY[name]
     arrays, kwargs = spec.draw(data)
-    tv.gradcheck(lambda *ts: spec.op(*ts, **kwargs), arrays, name=f"{name}{kwargs}", rtol=spec.rtol, atol=spec.atol)
+    with kernels.use(impl):
+        tv.gradcheck(lambda *ts: spec.op(*ts, **kwargs), arrays, name=f"{name}{kwargs}", rtol=spec.rtol, atol=spec.atol)
 
 
 @pytest.mark.parametrize("device", [d for d in DEVICES if d != "cpu"])
@@ -73,15 +84,16 @@ def test_backward_on_device_equals_cpu(name, data, device):
         np.testing.assert_allclose(g_dev, g_cpu, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("name, impl", CASES)
 @given(data=st.data())
-def test_float32_gradients_stay_float32(name, data):
+def test_float32_gradients_stay_float32(name, impl, data):
     """A backward must not promote: float32 in, float32 gradients out (an int count in a division would)."""
     spec = REGISTRY[name]
     arrays, kwargs = spec.draw(data)
     tensors = [tv.Tensor(copy_keep_layout(a, np.float32), requires_grad=True) for a in arrays]
-    out = spec.op(*tensors, **kwargs)
-    (out * tv.Tensor(np.ones(out.shape, np.float32))).sum().backward()
+    with kernels.use(impl):
+        out = spec.op(*tensors, **kwargs)
+        (out * tv.Tensor(np.ones(out.shape, np.float32))).sum().backward()
     for i, t in enumerate(tensors):
         assert t.grad is not None and t.grad.dtype == np.float32, f"{name}: input {i} got a {None if t.grad is None else t.grad.dtype} gradient"
 

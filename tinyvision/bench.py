@@ -23,7 +23,7 @@ import numpy as np
 import tinyvision as tv
 import tinyvision.ops as F
 from tinyvision import kernels
-from tinyvision.backend import cuda_unavailable_reason
+from tinyvision.backend import cuda_available, cuda_unavailable_reason
 
 IMPLS = ("numpy", "numba", "numba_cuda")
 
@@ -70,7 +70,10 @@ def unavailable(impl: str, op: str) -> str | None:
     if impl == "numpy":
         return None
     if impl == "numba_cuda":
-        return f"no GPU: {cuda_unavailable_reason() or 'numba.cuda needs one'}"
+        if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+            return "the CUDA simulator is on: its timings are meaningless"
+        if not cuda_available():
+            return f"no GPU here ({cuda_unavailable_reason()})"
     reason = kernels.why_unavailable(impl)
     if reason:
         return reason

@@ -8,7 +8,8 @@ here computes the same thing faster and is tested equal to it. Implementations:
     "numba_cuda"  numba.cuda GPU kernels (numba_cuda.py), for CuPy arrays on an NVIDIA GPU
 
 Which one runs is decided in one visible place: the environment variable TINYVISION_KERNELS
-(numpy | numba | numba_cuda | auto; default auto = the fastest available for the array's device),
+(numpy | numba | numba_cuda | auto; default auto = the fastest measured for the op and the array's
+device, see _AUTO_OVERRIDES),
 or the context manager
 
     with tinyvision.kernels.use("numpy"):
@@ -27,6 +28,10 @@ __all__ = ["AVAILABLE", "active", "implementation", "register", "use", "why_unav
 
 CHOICES = ("auto", "numpy", "numba", "numba_cuda")
 _PREFERENCE = {"cpu": ("numba", "numpy"), "cuda": ("numba_cuda", "numpy")}
+# "auto" means the fastest measured (python -m tinyvision.bench), per op. On the CPU the tiled Numba
+# attention takes ~12x less memory but ~2x the time of the dense NumPy composite, whose matmuls run in
+# BLAS; so auto keeps NumPy there, and the tiled kernel is one kernels.use("numba") away.
+_AUTO_OVERRIDES = {("attention", "cpu"): ("numpy",)}
 
 _REGISTRY: dict = {}      # (op name, implementation) -> object with the kernel's functions
 _choice = None            # set by use(); None means "read TINYVISION_KERNELS"
@@ -59,7 +64,8 @@ def use(choice: str):
         _choice = previous
 
 
-_MODULES = {"numba": "tinyvision.kernels.numba_cpu", "numba_cuda": "tinyvision.kernels.numba_cuda"}
+_MODULES = {"numba": ("tinyvision.kernels.numba_cpu", "tinyvision.kernels.attention_numba"),
+            "numba_cuda": ("tinyvision.kernels.numba_cuda",)}
 _load_errors: dict = {}
 
 
@@ -70,7 +76,8 @@ def _load(impl: str) -> bool:
     if impl in _load_errors:
         return _load_errors[impl] is None
     try:
-        importlib.import_module(_MODULES[impl])
+        for module in _MODULES[impl]:
+            importlib.import_module(module)
         _load_errors[impl] = None
     except Exception as err:  # ImportError, or numba.cuda finding no GPU
         _load_errors[impl] = f"{type(err).__name__}: {err}"
@@ -85,7 +92,10 @@ def why_unavailable(impl: str) -> str | None:
 def implementation(op: str, device: str) -> str:
     """The implementation that runs `op` on `device` ("cpu" or "cuda") under the current choice."""
     choice = active()
-    candidates = _PREFERENCE[device] if choice == "auto" else (choice, "numpy")
+    if choice == "auto":
+        candidates = _AUTO_OVERRIDES.get((op, device), _PREFERENCE[device])
+    else:
+        candidates = (choice, "numpy")
     for impl in candidates:
         if impl == "numpy" or (_load(impl) and (op, impl) in _REGISTRY):
             return impl

@@ -91,6 +91,8 @@ def check_finite_result(op: str, array, hint: str):
 def fast_kernel(op: str, x):
     """The fast kernel chosen for `op` on x's device (tinyvision.kernels), or None for the NumPy code."""
     from .. import kernels  # noqa: PLC0415 - kernels imports nothing from ops; late to keep import light
+    if x.dtype not in (np.float32, np.float64):   # the kernels are compiled for these two
+        return None
     impl = kernels.implementation(op, x.device)
     return None if impl == "numpy" else kernels.kernel(op, impl)
 

@@ -47,7 +47,7 @@ def layer_norm(x, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
 
         def fast_backward(g):
             dx, dw, db = fast.backward(xp.ascontiguousarray(g).reshape(-1, d), rows, mean, rstd, w)
-            return tuple(t for t in (dx.reshape(x.shape), dw, db) if t is not None)
+            return (dx.reshape(x.shape),) + ((dw,) if weight is not None else ()) + ((db,) if bias is not None else ())
         return Tensor.from_op(y_rows.reshape(x.shape), tuple(tensors), fast_backward, "layer_norm")
     mu = x.data.mean(axis=-1, keepdims=True)
     centred = x.data - mu

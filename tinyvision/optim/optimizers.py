@@ -336,6 +336,11 @@ class Adam(Optimizer):
             state.update(step=0, exp_avg=xp.zeros_like(p.data), exp_avg_sq=xp.zeros_like(p.data))
         state["step"] += 1
         t = state["step"]
+        fast = _fused_adam(p, grad, state)
+        if fast is not None:  # the same update as one compiled pass (tinyvision/kernels/numba_cpu.py)
+            fast.update(p.data, grad, state["exp_avg"], state["exp_avg_sq"], lr, beta1, beta2, eps, wd, t,
+                        decoupled=self.decoupled_weight_decay)
+            return
 
         g = grad
         if wd != 0 and self.decoupled_weight_decay:
@@ -353,6 +358,18 @@ class Adam(Optimizer):
         m_hat = m / (1 - beta1 ** t)
         v_hat = v / (1 - beta2 ** t)
         p.data -= lr * m_hat / (xp.sqrt(v_hat) + eps)
+
+
+def _fused_adam(p, grad, state):
+    """The fused Adam(W) kernel when the kernel switch picks one and every buffer suits it, else None."""
+    from .. import kernels  # noqa: PLC0415 - kernels imports nothing from optim
+    impl = kernels.implementation("adamw", p.device)
+    if impl == "numpy":
+        return None
+    arrays = (p.data, grad, state["exp_avg"], state["exp_avg_sq"])
+    if not all(a.flags.c_contiguous and a.dtype == p.data.dtype for a in arrays):
+        return None
+    return kernels.kernel("adamw", impl)
 
 
 class AdamW(Adam):
