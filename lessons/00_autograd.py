@@ -51,6 +51,7 @@ Exercises
 # %% Imports and the command line
 from __future__ import annotations
 
+import json
 import textwrap
 
 import numpy as np
@@ -59,7 +60,7 @@ import tinyvision as tv
 import tinyvision.ops as F
 from tinyvision import nn
 
-from _common import parse_args, print_result, pyplot, save_figure
+from _common import parse_args, pyplot, save_figure
 
 args = parse_args(__doc__)
 
@@ -283,7 +284,7 @@ plot_loss_curve("00_loss_curve.png")
 
 
 # %% Result
-print_result({
+print("result: " + json.dumps({
     "lesson": "00_autograd",
     "quick": args.quick,
     "seed": args.seed,
@@ -294,4 +295,4 @@ print_result({
     "parameters": model.num_parameters(),
     "gradcheck_max_error": float(f"{gradcheck_error:.3g}"),
     "broken_backward_caught": broken_caught,
-})
+}))

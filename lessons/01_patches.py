@@ -62,12 +62,13 @@ Exercises
 # %% Imports and the command line
 from __future__ import annotations
 
+import json
 import numpy as np
 
 import tinyvision as tv
 from tinyvision.models import PatchEmbed, ViT, patchify, sincos_2d, unpatchify
 
-from _common import one_blas_thread, parse_args, print_result, pyplot, save_figure
+from _common import one_blas_thread, parse_args, pyplot, save_figure
 
 args = parse_args(__doc__)
 one_blas_thread()
@@ -309,7 +310,7 @@ plot_similarity("01_sincos_similarity.png")
 
 
 # %% Result
-print_result({
+print("result: " + json.dumps({
     "lesson": "01_patches",
     "quick": args.quick,
     "seed": args.seed,
@@ -321,4 +322,4 @@ print_result({
     "swap_diff_with_pos": float(f"{swap_diffs['learn'][0]:.3g}"),
     "swap_diff_with_sincos": float(f"{swap_diffs['sincos'][0]:.3g}"),
     "sincos_offset_formula_max_diff": float(f"{offset_diff:.3g}"),
-})
+}))

@@ -67,6 +67,7 @@ Exercises
 # %% Imports and the command line
 from __future__ import annotations
 
+import json
 import numpy as np
 
 import tinyvision as tv
@@ -76,7 +77,7 @@ from tinyvision.data import batches, left_right_task
 from tinyvision.models import ViT
 from tinyvision.optim import AdamW, WarmupCosine
 
-from _common import one_blas_thread, parse_args, print_result, pyplot, save_figure
+from _common import one_blas_thread, parse_args, pyplot, save_figure
 
 args = parse_args(__doc__)
 one_blas_thread()
@@ -359,7 +360,7 @@ plot_attention_maps("02_attention_maps.png")
 
 
 # %% Result
-print_result({
+print("result: " + json.dumps({
     "lesson": "02_attention",
     "quick": args.quick,
     "seed": args.seed,
@@ -374,4 +375,4 @@ print_result({
     "object_patch_share": round(object_share, 4),
     "top_attended_patch_on_object": round(top_on_object, 4),
     "train_steps": steps,
-})
+}))

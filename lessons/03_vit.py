@@ -40,6 +40,7 @@ Exercises
 # %% Imports and the command line
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -49,7 +50,7 @@ from tinyvision.data import load_digits, random_shift, tiny_object_task
 from tinyvision.models import SmallCNN, ViT
 from tinyvision.training import accuracy, train_classifier
 
-from _common import one_blas_thread, parse_args, print_result, pyplot, save_figure
+from _common import one_blas_thread, parse_args, pyplot, save_figure
 
 args = parse_args(__doc__)
 one_blas_thread()  # small matrices: one BLAS thread is as fast, and immune to a busy machine
@@ -209,7 +210,7 @@ print("  (the patch size stays 4 px, so each patch now holds a quarter of the st
       " the resampled table lets the model run; the fine-tune adapts the patch embedding)")
 
 # %% Result
-print_result({
+print("result: " + json.dumps({
     "lesson": "03_vit", "quick": QUICK, "seed": args.seed,
     "test_accuracy": round(test_accuracy, 4), "train_accuracy": round(train_accuracy, 4),
     "train_seconds": round(hist.seconds, 1), "epochs": epochs,
@@ -219,4 +220,4 @@ print_result({
     "tiny_object_accuracy": {str(p): round(a, 4) for p, a in zip(tiny["patch"], tiny["accuracy"])},
     "resample_accuracy": {"before": round(before, 4), "after_resample": round(after, 4),
                           "after_finetune": round(after_finetune, 4)},
-})
+}))

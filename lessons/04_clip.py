@@ -44,6 +44,7 @@ Exercises
 # %% Imports and the command line
 from __future__ import annotations
 
+import json
 import math
 import time
 
@@ -58,7 +59,7 @@ from tinyvision.models.retrieval import recall_at_k, similarity_matrix, zero_sho
 from tinyvision.optim import AdamW, WarmupCosine, clip_grad_norm, param_groups_no_decay
 from tinyvision.text import Tokenizer
 
-from _common import one_blas_thread, parse_args, print_result, pyplot, save_figure
+from _common import one_blas_thread, parse_args, pyplot, save_figure
 
 args = parse_args(__doc__)
 one_blas_thread()
@@ -320,7 +321,7 @@ ax.set(xticks=range(3), xticklabels=list(probe_results), ylim=(0, 1), ylabel="ac
 save_figure(fig, args.out, "04_probes.png")
 
 # %% Result
-print_result({
+print("result: " + json.dumps({
     "lesson": "04_clip", "quick": QUICK, "seed": args.seed, "train_seconds": round(clip_seconds, 1),
     "zero_shot_shape_accuracy": round(zs["shape"], 4), "zero_shot_color_accuracy": round(zs["color"], 4),
     "recall_at_1_image_to_text": round(r_i2t[1], 4), "recall_at_1_text_to_image": round(r_t2i[1], 4),
@@ -328,4 +329,4 @@ print_result({
     "heldout_combo_accuracy": round(heldout_acc, 4),
     "clip_vs_siglip_batch16": {k: {m: round(v, 4) for m, v in d.items()} for k, d in comparison.items()},
     "probes": {k: round(v, 4) for k, v in probe_results.items()},
-})
+}))

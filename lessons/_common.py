@@ -1,18 +1,16 @@
-"""Plumbing every lesson shares: the command line, saving figures, and the final result line.
+"""Plumbing every lesson shares: the command line, figures, and one BLAS thread.
 
     args = parse_args(__doc__)            # --quick, --seed, --out
     plt = pyplot()                        # matplotlib on the Agg backend, imported only when plotting
     save_figure(fig, args.out, "00_loss_curve.png")
-    print_result({"train_accuracy": 0.99})   # last line: result: {...} (one line of JSON)
     one_blas_thread()                     # small matrices: one BLAS thread, immune to a busy machine
 """
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-__all__ = ["one_blas_thread", "parse_args", "print_result", "pyplot", "save_figure"]
+__all__ = ["one_blas_thread", "parse_args", "pyplot", "save_figure"]
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "out"
 
@@ -44,11 +42,6 @@ def save_figure(fig, out_dir, name: str) -> Path:
     pyplot().close(fig)
     print(f"saved {path}")
     return path
-
-
-def print_result(result: dict) -> None:
-    """The lesson's last line, `result: {json}`, which CI and the course notes read."""
-    print("result: " + json.dumps(result))
 
 
 def one_blas_thread() -> bool:

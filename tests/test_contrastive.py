@@ -231,7 +231,8 @@ def test_init_values():
     assert siglip_bias_init() == -10.0
     assert siglip_bias_init(64) == pytest.approx(-4.1431, abs=1e-4)          # open_clip #650, models.md
     b = siglip_bias_init(1000)
-    assert 1 / (1 + math.exp(-b)) == pytest.approx(1 / 1000, rel=1e-12)     # sigmoid(b) = p = 1/B
+    prior = 1 / (1 + math.exp(-b))                                          # sigmoid(b) = p = 1/B
+    assert prior == pytest.approx(1 / 1000, rel=1e-12)
     assert -10 == pytest.approx(siglip_bias_init(22027), abs=1e-3)           # the paper's -10 ~ B = 22k
     with pytest.raises(ValueError, match="batch_size"):
         siglip_bias_init(1)
