@@ -7,7 +7,10 @@ Protocol (machines here are shared and noisy, so only ratios measured together m
 - repeats are interleaved (numpy, numba, numpy, numba, ...) so a slow moment hits all alike;
 - the table shows medians and the ratio to NumPy; an implementation that cannot run here shows
   `n/a (reason)`, never a number from a simulator.
-The last line is `result: {...}` (JSON) for tools.
+The last line is `result: {...}` (JSON) for tools. Its three numbers are TIME ratios, Numba's time over
+the other's, so below 1 means Numba is faster: vit_step_numba_over_torch (target <= 1.5),
+vit_step_numba_over_numpy (target <= 1/1.3 = 0.77), attention_numba_over_numpy (median over the sizes;
+target <= 0.5).
 """
 from __future__ import annotations
 

@@ -24,13 +24,13 @@ import contextlib
 import importlib
 import os
 
-__all__ = ["AVAILABLE", "active", "implementation", "register", "use", "why_unavailable"]
+__all__ = ["CHOICES", "active", "implementation", "kernel", "register", "use", "why_unavailable"]
 
 CHOICES = ("auto", "numpy", "numba", "numba_cuda")
 _PREFERENCE = {"cpu": ("numba", "numpy"), "cuda": ("numba_cuda", "numpy")}
 # "auto" means the fastest measured (python -m tinyvision.bench), per op. On the CPU the tiled Numba
-# attention takes ~12x less memory but ~2x the time of the dense NumPy composite, whose matmuls run in
-# BLAS; so auto keeps NumPy there, and the tiled kernel is one kernels.use("numba") away.
+# attention needs ~10x less memory but 2.5-3x the time of the dense NumPy composite, whose matmuls run
+# in BLAS; so auto keeps NumPy there, and the tiled kernel is one kernels.use("numba") away.
 _AUTO_OVERRIDES = {("attention", "cpu"): ("numpy",)}
 
 _REGISTRY: dict = {}      # (op name, implementation) -> object with the kernel's functions
@@ -106,5 +106,3 @@ def kernel(op: str, impl: str):
     """The registered kernel object for (op, impl)."""
     return _REGISTRY[(op, impl)]
 
-
-AVAILABLE = CHOICES

@@ -15,6 +15,10 @@ Masks: `mask` is boolean, broadcastable to (..., Nq, Nk), True where a query MAY
 (PyTorch's convention). `causal=True` lets query i see keys j <= i + (Nk - Nq): aligned at the
 bottom right, as in flash-attn, which is the usual i >= j when Nq == Nk. A query row with every
 key masked outputs 0 and passes no gradient, never NaN.
+
+This file is the dense reference. When the kernel switch picks a tiled kernel (tinyvision/kernels,
+FlashAttention) and the weights P are not asked for, `_flash` runs the same math without ever
+storing P; tests/test_ops.py checks both paths against the same float64 formula.
 """
 from __future__ import annotations
 

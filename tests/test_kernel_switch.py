@@ -1,0 +1,56 @@
+"""The one switch that picks an implementation: environment variable, context manager, auto rules."""
+import os
+
+import pytest
+
+from tinyvision import kernels
+
+numba_missing = kernels.why_unavailable("numba")
+needs_numba = pytest.mark.skipif(numba_missing is not None, reason=f"Numba kernels unavailable: {numba_missing}")
+
+
+def test_use_sets_and_restores_the_choice(monkeypatch):
+    monkeypatch.delenv("TINYVISION_KERNELS", raising=False)
+    assert kernels.active() == "auto"
+    with kernels.use("numpy"):
+        assert kernels.active() == "numpy"
+        with kernels.use("auto"):
+            assert kernels.active() == "auto"
+        assert kernels.active() == "numpy"
+    assert kernels.active() == "auto"
+
+
+def test_environment_variable_is_read_and_checked(monkeypatch):
+    monkeypatch.setenv("TINYVISION_KERNELS", "numpy")
+    assert kernels.implementation("softmax", "cpu") == "numpy"
+    monkeypatch.setenv("TINYVISION_KERNELS", "fastest")
+    with pytest.raises(ValueError, match=r"choose one of .*got 'fastest'"):
+        kernels.active()
+    with pytest.raises(ValueError, match="got 'gpu'"):
+        with kernels.use("gpu"):
+            pass
+
+
+@needs_numba
+def test_auto_picks_numba_where_it_measured_faster_and_numpy_for_cpu_attention(monkeypatch):
+    monkeypatch.delenv("TINYVISION_KERNELS", raising=False)
+    for op in ("softmax", "layer_norm", "gelu", "adamw"):
+        assert kernels.implementation(op, "cpu") == "numba", op
+    assert kernels.implementation("attention", "cpu") == "numpy"      # the dense BLAS composite is faster here
+    with kernels.use("numba"):
+        assert kernels.implementation("attention", "cpu") == "numba"  # asked for explicitly
+
+
+def test_an_op_without_a_kernel_falls_back_to_numpy():
+    with kernels.use("numba"):
+        assert kernels.implementation("no_such_op", "cpu") == "numpy"
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") == "1", reason="the CUDA simulator makes numba_cuda load")
+def test_unavailable_implementation_reports_why():
+    from tinyvision.backend import cuda_available
+    if cuda_available():
+        pytest.skip("this machine has a GPU: numba_cuda is available")
+    reason = kernels.why_unavailable("numba_cuda")
+    assert reason is not None and ("GPU" in reason or "CUDA" in reason), reason
+    assert kernels.implementation("softmax", "cuda") == "numpy"       # and nothing breaks: NumPy/CuPy code runs
