@@ -5,8 +5,33 @@
 
 `import tinyvision` needs NumPy alone; everything else is imported lazily and, when
 missing, the error names the extra that installs it.
+
+The CUDA C kernel (csrc/flash_attention.cu): when nvcc is on PATH, installing compiles it for sm_80
+and sm_90 (+ PTX) into tinyvision/kernels/_bin/, which ships in the package; without nvcc, or if nvcc
+fails, the install still succeeds and _bin/BUILD.json records why, and the loader compiles the
+source with NVRTC on first use (tinyvision/kernels/cuda_c.py).
 """
+import importlib.util
+from pathlib import Path
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+HERE = Path(__file__).resolve().parent
+
+
+class build_py_with_kernel(build_py):
+    """build_py, plus csrc/build.py's build(): the fatbin and the kernel source into kernels/_bin."""
+
+    def run(self):
+        super().run()
+        spec = importlib.util.spec_from_file_location("csrc_build", HERE / "csrc" / "build.py")
+        csrc_build = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(csrc_build)
+        # an editable install imports the package from the source tree, a normal one from build_lib
+        root = HERE if getattr(self, "editable_mode", False) else Path(self.build_lib)
+        info = csrc_build.build(root / "tinyvision" / "kernels" / "_bin")
+        print("tinyvision: CUDA kernel", "built" if info["binary"] else info["reason"])
 
 EXTRAS = {
     # Tests and lessons: pytest + hypothesis for the property tests, matplotlib for the
@@ -30,6 +55,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["tinyvision", "tinyvision.*"]),
+    package_data={"tinyvision.kernels": ["_bin/*"]},
+    cmdclass={"build_py": build_py_with_kernel},
     install_requires=["numpy>=1.24", "numba>=0.58"],
     extras_require=EXTRAS,
     license="MIT",

@@ -6,17 +6,21 @@ here computes the same thing faster and is tested equal to it. Implementations:
     "numpy"       the reference (always available)
     "numba"       Numba-compiled CPU kernels (numba_cpu.py): fused loops, no temporaries, parallel rows
     "numba_cuda"  numba.cuda GPU kernels (numba_cuda.py), for CuPy arrays on an NVIDIA GPU
+    "cuda_c"      the hand-written CUDA C flash attention (csrc/flash_attention.cu via cuda_c.py)
 
 Which one runs is decided in one visible place: the environment variable TINYVISION_KERNELS
-(numpy | numba | numba_cuda | auto; default auto = the fastest measured for the op and the array's
-device, see _AUTO_OVERRIDES),
+(numpy | numba | numba_cuda | cuda_c | auto; default auto = the fastest measured for the op and the
+array's device, see _AUTO_OVERRIDES),
 or the context manager
 
     with tinyvision.kernels.use("numpy"):
         ...
 
 An op asks `implementation(op_name, device)`, which returns the chosen implementation's name if it
-provides that op for that device, or "numpy" otherwise (a missing kernel is never an error).
+provides that op for that device, or "numpy" otherwise (a missing kernel is never an error). An
+implementation only serves arrays of its own device (a CPU kernel never sees a CuPy array), and a
+kernel that handles only some inputs (cuda_c: float32, head dims 32/64/128) says so with
+`accepts(*arrays)`; the op passes its arrays and falls back when the answer is no.
 """
 from __future__ import annotations
 
@@ -26,8 +30,9 @@ import os
 
 __all__ = ["CHOICES", "active", "implementation", "kernel", "register", "use", "why_unavailable"]
 
-CHOICES = ("auto", "numpy", "numba", "numba_cuda")
-_PREFERENCE = {"cpu": ("numba", "numpy"), "cuda": ("numba_cuda", "numpy")}
+CHOICES = ("auto", "numpy", "numba", "numba_cuda", "cuda_c")
+_PREFERENCE = {"cpu": ("numba", "numpy"), "cuda": ("cuda_c", "numba_cuda", "numpy")}
+_DEVICE = {"numba": "cpu", "numba_cuda": "cuda", "cuda_c": "cuda"}    # whose arrays each one takes
 # "auto" means the fastest measured (python -m tinyvision.bench), per op. On the CPU the tiled Numba
 # attention needs ~10x less memory but 2.5-3x the time of the dense NumPy composite, whose matmuls run
 # in BLAS; so auto keeps NumPy there, and the tiled kernel is one kernels.use("numba") away.
@@ -65,7 +70,8 @@ def use(choice: str):
 
 
 _MODULES = {"numba": ("tinyvision.kernels.numba_cpu", "tinyvision.kernels.attention_numba"),
-            "numba_cuda": ("tinyvision.kernels.numba_cuda",)}
+            "numba_cuda": ("tinyvision.kernels.numba_cuda",),
+            "cuda_c": ("tinyvision.kernels.cuda_c",)}
 _load_errors: dict = {}
 
 
@@ -89,20 +95,33 @@ def why_unavailable(impl: str) -> str | None:
     return None if _load(impl) else _load_errors[impl]
 
 
-def implementation(op: str, device: str) -> str:
-    """The implementation that runs `op` on `device` ("cpu" or "cuda") under the current choice."""
+def implementation(op: str, device: str, arrays=()) -> str:
+    """The implementation that runs `op` on `device` ("cpu" or "cuda") under the current choice.
+
+    `arrays`, when given, are the op's inputs: a kernel with an `accepts` method is skipped when it
+    cannot take them (the next candidate, in the end the NumPy / CuPy code, runs instead).
+    """
     choice = active()
     if choice == "auto":
         candidates = _AUTO_OVERRIDES.get((op, device), _PREFERENCE[device])
     else:
         candidates = (choice, "numpy")
     for impl in candidates:
-        if impl == "numpy" or (_load(impl) and (op, impl) in _REGISTRY):
+        if impl == "numpy":
             return impl
+        if _DEVICE[impl] != device or not _load(impl) or (op, impl) not in _REGISTRY:
+            continue
+        accepts = getattr(_REGISTRY[(op, impl)], "accepts", None)
+        if arrays and accepts is not None and not accepts(*arrays):
+            continue
+        return impl
     return "numpy"
 
 
 def kernel(op: str, impl: str):
-    """The registered kernel object for (op, impl)."""
+    """The registered kernel object for (op, impl); a clear error, with the reason, if there is none."""
+    if (op, impl) not in _REGISTRY:
+        why = why_unavailable(impl) if impl in _MODULES else f"unknown implementation (choose from {CHOICES})"
+        raise RuntimeError(f"kernels: no {impl!r} kernel for {op!r} here" + (f": {why}" if why else ""))
     return _REGISTRY[(op, impl)]
 

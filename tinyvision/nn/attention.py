@@ -13,6 +13,7 @@ TransformerBlock, pre-norm (as in ViT, Dosovitskiy et al. 2021, eq. 2-3):
 from __future__ import annotations
 
 from .. import ops as F
+from ..backend import to_device
 from .init import as_rng
 from .layers import MLP, Dropout, LayerNorm, Linear
 from .module import Module
@@ -29,7 +30,7 @@ class MultiHeadAttention(Module):
         self.qkv = Linear(dim, 3 * dim, bias=qkv_bias, seed=rng)
         self.proj = Linear(dim, dim, seed=rng)
         self.proj_drop = Dropout(dropout, seed=rng)
-        self.last_attention = None  # (B, h, N, N) weights of the last call with keep_attention=True
+        self.last_attention = None  # (B, h, N, N) NumPy weights of the last call with keep_attention=True
 
     def forward(self, x, mask=None, causal: bool = False, keep_attention: bool = False):
         if x.ndim != 3 or x.shape[-1] != self.dim:
@@ -37,8 +38,11 @@ class MultiHeadAttention(Module):
         b, n, _ = x.shape
         qkv = F.permute(F.reshape(self.qkv(x), (b, n, 3, self.num_heads, self.head_dim)), (2, 0, 3, 1, 4))
         q, k, v = qkv[0], qkv[1], qkv[2]
-        out, weights = F.scaled_dot_product_attention(q, k, v, mask=mask, causal=causal, return_weights=True)
-        self.last_attention = weights if keep_attention else None
+        # keep_attention=False lets the op take a tiled kernel (no N x N matrix); the weights, when kept,
+        # are copied to the host so that plotting code never touches GPU memory
+        result = F.scaled_dot_product_attention(q, k, v, mask=mask, causal=causal, return_weights=keep_attention)
+        out, weights = result if keep_attention else (result, None)
+        self.last_attention = None if weights is None else to_device(weights, "cpu")
         out = F.reshape(F.permute(out, (0, 2, 1, 3)), (b, n, self.dim))
         return self.proj_drop(self.proj(out))
 

@@ -88,12 +88,14 @@ def check_finite_result(op: str, array, hint: str):
     return array
 
 
-def fast_kernel(op: str, x):
-    """The fast kernel chosen for `op` on x's device (tinyvision.kernels), or None for the NumPy code."""
+def fast_kernel(op: str, x, *others):
+    """The fast kernel chosen for `op` on x's device (tinyvision.kernels), or None for the NumPy code.
+
+    `others` are the op's other input tensors, for kernels that accept only some inputs (cuda_c)."""
     from .. import kernels  # noqa: PLC0415 - kernels imports nothing from ops; late to keep import light
     if x.dtype not in (np.float32, np.float64):   # the kernels are compiled for these two
         return None
-    impl = kernels.implementation(op, x.device)
+    impl = kernels.implementation(op, x.device, tuple(t.data for t in (x,) + others) if others else ())
     return None if impl == "numpy" else kernels.kernel(op, impl)
 
 

@@ -71,9 +71,9 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False, scale
     if keep is not None:
         broadcast_shape("scaled_dot_product_attention (mask)", keep.shape, batch + (nq, nk))
 
-    fast = None if return_weights else fast_kernel("attention", q)
+    fast = None if return_weights else fast_kernel("attention", q, k, v)
     if fast is not None:
-        return _flash(fast, q, k, v, keep, causal, float(tau), batch)
+        return _flash(fast, q, k, v, mask, causal, float(tau), batch)
 
     s = (q.data @ k.data.swapaxes(-1, -2)) * tau
     if keep is not None:
@@ -92,11 +92,13 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False, scale
     return (out, p) if return_weights else out
 
 
-def _flash(fast, q, k, v, keep, causal, tau, batch):
+def _flash(fast, q, k, v, mask, causal, tau, batch):
     """The same attention through a tiled kernel (tinyvision/kernels): O(N) extra memory, no P matrix.
 
     The kernels take 3-D arrays (BH, N, d): the broadcast batch axes are flattened into BH, and the
-    gradients are summed back to each input's own batch shape (unbroadcast).
+    gradients are summed back to each input's own batch shape (unbroadcast). The causal rule goes to
+    the kernel as a flag (it skips the key tiles past the diagonal); a mask that is the same for every
+    batch x head stays one (Nq, Nk) matrix instead of being copied BH times.
     """
     xp = xp_of(q.data)
     nq, nk = q.shape[-2], k.shape[-2]
@@ -104,14 +106,15 @@ def _flash(fast, q, k, v, keep, causal, tau, batch):
     def flat(t):
         return xp.ascontiguousarray(xp.broadcast_to(t.data, batch + t.shape[-2:])).reshape((-1,) + t.shape[-2:])
     q3, k3, v3 = flat(q), flat(k), flat(v)
-    mask = None
+    keep = attention_mask(nq, nk, mask, False, xp)
     if keep is not None:
-        mask = xp.ascontiguousarray(xp.broadcast_to(keep, batch + (nq, nk))).reshape(-1, nq, nk)
-    # causality is already inside `keep` (attention_mask), so the kernel needs no separate causal flag
-    o, lse = fast.forward(q3, k3, v3, mask, False, tau, None)
+        shared = keep.ndim <= 2 or all(n == 1 for n in keep.shape[:-2])
+        lead = keep.shape[:-2] if shared else batch
+        keep = xp.ascontiguousarray(xp.broadcast_to(keep, lead + (nq, nk))).reshape((nq, nk) if shared else (-1, nq, nk))
+    o, lse = fast.forward(q3, k3, v3, keep, causal, tau, None)
 
     def backward(g):
-        dq, dk, dv = fast.backward(q3, k3, v3, o, lse, xp.ascontiguousarray(g).reshape(o.shape), mask, False, tau, None)
+        dq, dk, dv = fast.backward(q3, k3, v3, o, lse, xp.ascontiguousarray(g).reshape(o.shape), keep, causal, tau, None)
         return (unbroadcast(dq.reshape(batch + q.shape[-2:]), q.shape), unbroadcast(dk.reshape(batch + k.shape[-2:]), k.shape),
                 unbroadcast(dv.reshape(batch + v.shape[-2:]), v.shape))
     return Tensor.from_op(o.reshape(batch + (nq, v.shape[-1])), (q, k, v), backward, "scaled_dot_product_attention")
