@@ -73,6 +73,7 @@ import numpy as np
 import tinyvision as tv
 import tinyvision.ops as F
 from tinyvision import nn
+from tinyvision.backend import to_device
 from tinyvision.data import batches, left_right_task
 from tinyvision.models import ViT
 from tinyvision.optim import AdamW, WarmupCosine
@@ -122,6 +123,7 @@ print(f"  output O = A v: shape {out.shape}, row 0 = {out[0]}")
 
 op_out, op_weights = F.scaled_dot_product_attention(*(tv.Tensor(a, dtype=np.float64) for a in (q, k, v)),
                                                     return_weights=True)
+op_weights = to_device(op_weights, "cpu")              # raw weights live where the op ran (GPU with --device cuda)
 sdpa_diff = float(max(np.abs(op_out.numpy() - out).max(), np.abs(op_weights - weights).max()))
 print(f"  F.scaled_dot_product_attention against the lines above: max |difference| {sdpa_diff:.1e}")
 assert sdpa_diff < 1e-12
@@ -261,7 +263,8 @@ def fan_in_init(model: ViT, rng: np.random.Generator) -> ViT:
     """
     for m in model.modules():
         if isinstance(m, nn.Linear):
-            m.weight.data = (rng.standard_normal(m.weight.shape) / np.sqrt(m.in_features)).astype(np.float32)
+            w = (rng.standard_normal(m.weight.shape) / np.sqrt(m.in_features)).astype(np.float32)
+            m.weight.data = to_device(w, m.weight.device)   # drawn on the host, put where the model lives
     return model
 
 

@@ -52,7 +52,8 @@ from tinyvision.kernels.flash_reference import attention_memory_bytes, flash_bac
 
 from _common import one_blas_thread, parse_args, pyplot, save_figure
 
-args = parse_args(__doc__)
+args = parse_args(__doc__, cpu_only="this lesson compares the CPU kernels; the GPU ones are timed by "
+                                     "python -m tinyvision.bench --gpu")
 one_blas_thread()
 QUICK = args.quick
 rng = np.random.default_rng(args.seed)

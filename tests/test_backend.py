@@ -59,3 +59,46 @@ def test_training_graph_runs_on_device(device):
 def test_cpu_to_cpu_does_not_copy_needlessly():
     x = tv.Tensor(np.ones(3, np.float32))
     assert x.to("cpu").data is x.data
+
+
+# --- the default device: where new tensors made from host data go --------------------------------
+def test_default_device_is_cpu_and_read_from_the_environment(monkeypatch):
+    monkeypatch.delenv("TINYVISION_DEVICE", raising=False)
+    assert tv.default_device() == "cpu"
+    monkeypatch.setenv("TINYVISION_DEVICE", "gpu0")
+    with pytest.raises(ValueError, match=r"TINYVISION_DEVICE must be one of \('cpu', 'cuda'\), got 'gpu0'"):
+        tv.default_device()
+    monkeypatch.setenv("TINYVISION_DEVICE", "cpu")
+    with tv.use_device("cpu"):
+        assert tv.default_device() == "cpu" and tv.Tensor([1.0]).device == "cpu"
+
+
+def test_use_device_cuda_without_a_gpu_fails_at_once_with_the_reason():
+    if tv.cuda_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(tv.DeviceUnavailableError, match='device "cuda" is unavailable: .+'):
+        with tv.use_device("cuda"):
+            pass
+    assert tv.default_device() == "cpu"                       # restored, nothing half-set
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_use_device_puts_new_tensors_and_models_there_and_keeps_op_outputs_in_place(device):
+    from tinyvision.models import ViT
+    with tv.use_device(device):
+        model = ViT(img_size=8, patch_size=4, in_chans=1, num_classes=3, embed_dim=8, depth=1, num_heads=2, seed=0)
+        x = tv.Tensor(np.ones((2, 1, 8, 8), np.float32))
+        assert x.device == device and all(p.device == device for p in model.parameters())
+        loss = F.cross_entropy(model(x), np.array([0, 2]))
+        loss.backward()
+        assert loss.device == device and all(p.grad is not None and tv.backend.device_of(p.grad) == device
+                                             for p in model.parameters())
+        cpu_copy = loss.detach().to("cpu")
+        assert cpu_copy.device == "cpu"                       # an explicit move is kept, not re-placed
+    assert tv.Tensor([1.0]).device == "cpu"                   # the default is restored after the block
+
+
+def test_a_leaf_keeps_a_gradient_of_its_own_library():
+    x = tv.Tensor(np.arange(3.0), requires_grad=True)
+    (x * x).sum().backward()
+    assert type(x.grad) is np.ndarray and np.array_equal(x.grad, 2 * np.arange(3.0))

@@ -54,3 +54,29 @@ def test_unavailable_implementation_reports_why():
     reason = kernels.why_unavailable("numba_cuda")
     assert reason is not None and ("GPU" in reason or "CUDA" in reason), reason
     assert kernels.implementation("softmax", "cuda") == "numpy"       # and nothing breaks: NumPy/CuPy code runs
+
+
+def test_an_implementation_only_serves_arrays_of_its_own_device():
+    with kernels.use("numba"):
+        assert kernels.implementation("softmax", "cpu") == "numba"
+        assert kernels.implementation("softmax", "cuda") == "numpy"      # a CPU kernel never sees a CuPy array
+    with kernels.use("cuda_c"):
+        assert kernels.implementation("attention", "cpu") == "numpy"
+
+
+def test_a_kernel_that_declines_the_inputs_falls_back(monkeypatch):
+    import types
+    calls = []
+    fake = types.SimpleNamespace(accepts=lambda *arrays: calls.append(len(arrays)) or False)
+    monkeypatch.setitem(kernels._REGISTRY, ("attention", "numba"), fake)
+    with kernels.use("numba"):
+        assert kernels.implementation("attention", "cpu", (1, 2, 3)) == "numpy"
+        assert calls == [3]
+        assert kernels.implementation("attention", "cpu") == "numba"     # no arrays given: not asked
+
+
+def test_asking_for_a_missing_kernel_names_the_reason():
+    with pytest.raises(RuntimeError, match=r"no 'fast' kernel for 'softmax' here: unknown implementation"):
+        kernels.kernel("softmax", "fast")
+    with pytest.raises(RuntimeError, match=r"no 'numpy' kernel for 'softmax' here: it is the plain code"):
+        kernels.kernel("softmax", "numpy")

@@ -5,13 +5,21 @@ setting: it is read off the array itself (`xp_of(array)`), so the same op code r
 both, exactly as NumPy and CuPy share one API. Moving between them is explicit:
 `tensor.to("cuda")` and `tensor.to("cpu")`.
 
+One visible default decides where NEW tensors made from host data go (parameters, inputs,
+constants): "cpu" unless the environment variable TINYVISION_DEVICE says "cuda", or a block runs
+under `with use_device("cuda"):`. That is how a whole model or lesson moves to the GPU without a
+code change (`python lessons/03_vit.py --device cuda`). Arrays already on a device stay there, and
+op outputs stay where the op ran.
+
 CuPy is an optional extra (`pip install -e ".[gpu]"`). Nothing here imports it until a
 cuda array is asked for, so `import tinyvision` needs NumPy alone. When it is asked for
 and cannot work, `DeviceUnavailableError` says which piece is missing and how to fix it.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
 
 import numpy as np
 
@@ -20,10 +28,12 @@ __all__ = [
     "DeviceUnavailableError",
     "cuda_available",
     "cuda_unavailable_reason",
+    "default_device",
     "device_of",
     "optional_import",
     "scatter_add",
     "to_device",
+    "use_device",
     "xp_of",
 ]
 
@@ -116,6 +126,33 @@ def check_device_name(device: str) -> str:
     if device not in DEVICES:
         raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
     return device
+
+
+_default_device = None   # set by use_device(); None means "read TINYVISION_DEVICE, else cpu"
+
+
+def default_device() -> str:
+    """Where new tensors built from host data go: use_device's choice, else TINYVISION_DEVICE, else "cpu"."""
+    if _default_device is not None:
+        return _default_device
+    device = os.environ.get("TINYVISION_DEVICE", "cpu")
+    if device not in DEVICES:
+        raise ValueError(f"TINYVISION_DEVICE must be one of {DEVICES}, got {device!r}")
+    return device
+
+
+@contextlib.contextmanager
+def use_device(device: str):
+    """Inside the block, new tensors made from host data live on `device`; restores the previous default after."""
+    global _default_device
+    check_device_name(device)
+    if device == "cuda":
+        _require_cupy()                  # fail here, with the reason, not at the first tensor
+    previous, _default_device = _default_device, device
+    try:
+        yield
+    finally:
+        _default_device = previous
 
 
 def to_device(array, device: str):

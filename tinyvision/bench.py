@@ -1,5 +1,6 @@
-"""python -m tinyvision.bench: the same ops as plain NumPy, as Numba kernels and (where a GPU exists) on
-the GPU, timed side by side in one run.
+"""python -m tinyvision.bench: the same ops as plain NumPy and as Numba kernels, timed side by side in one
+run; with --gpu also the GPU rows (bench_gpu.py: the CUDA C attention kernel vs CuPy naive vs numba.cuda
+vs PyTorch SDPA, N = 65,536, and the ViT step on cupy vs numpy).
 
 Protocol (machines here are shared and noisy, so only ratios measured together mean anything):
 - every implementation is checked against the NumPy reference before it is timed;
@@ -28,7 +29,7 @@ import tinyvision.ops as F
 from tinyvision import kernels
 from tinyvision.backend import cuda_available, cuda_unavailable_reason
 
-IMPLS = ("numpy", "numba", "numba_cuda")
+IMPLS = ("numpy", "numba")          # the CPU table; the GPU rows are in bench_gpu.py (--gpu)
 
 
 def header() -> str:
@@ -72,11 +73,6 @@ def unavailable(impl: str, op: str) -> str | None:
     """Why `impl` cannot run `op` on the CPU arrays of this bench (None when it can)."""
     if impl == "numpy":
         return None
-    if impl == "numba_cuda":
-        if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
-            return "the CUDA simulator is on: its timings are meaningless"
-        if not cuda_available():
-            return f"no GPU here ({cuda_unavailable_reason()})"
     reason = kernels.why_unavailable(impl)
     if reason:
         return reason
@@ -115,7 +111,7 @@ def op_cases(quick: bool):
 
 def bench_ops(quick: bool, repeats: int):
     print("\n== ops, forward + backward (float32, median ms; ratio = numpy time / this time)")
-    print(f"  {'op':11s} {'shape':16s} " + " ".join(f"{i:>22s}" for i in IMPLS) + "   cupy / CUDA C")
+    print(f"  {'op':11s} {'shape':16s} " + " ".join(f"{i:>22s}" for i in IMPLS))
     results = {}
     for op, shape, run in op_cases(quick):
         ready = {i: (lambda i=i: run(i)) for i in IMPLS if unavailable(i, "attention" if op == "attention" else op) is None}
@@ -126,7 +122,7 @@ def bench_ops(quick: bool, repeats: int):
                 cells.append(f"{1000 * med[impl]:9.2f} ({med['numpy'] / med[impl]:4.1f}x)".rjust(22))
             else:
                 cells.append("n/a".rjust(22))
-        print(f"  {op:11s} {shape:16s} " + " ".join(cells) + "   n/a (CuPy: no GPU; CUDA C: issue 6)")
+        print(f"  {op:11s} {shape:16s} " + " ".join(cells))
         results[(op, shape)] = med
     notes = {i: unavailable(i, "softmax") for i in IMPLS if unavailable(i, "softmax")}
     for impl, why in notes.items():
@@ -246,9 +242,23 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (seconds)")
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--gpu", action="store_true", help="also the GPU rows (bench_gpu.py): attention kernels, "
+                        "N = 65,536, the ViT step on cupy")
+    parser.add_argument("--gpu-only", action="store_true", help="only the GPU rows")
     args = parser.parse_args(argv)
     repeats = args.repeats or (3 if args.quick else 7)
     print(header())
+    gpu = None
+    if args.gpu or args.gpu_only:
+        if cuda_available() and kernels.why_unavailable("cuda_c") is None:
+            from tinyvision import bench_gpu  # noqa: PLC0415
+            gpu = bench_gpu.main(args.quick, repeats)
+        else:
+            why = cuda_unavailable_reason() or kernels.why_unavailable("cuda_c")
+            print(f"\n== GPU rows: n/a ({why})")
+        if args.gpu_only:
+            print("result: " + json.dumps({"quick": args.quick, "gpu": gpu}))
+            return
     ops = bench_ops(args.quick, repeats)
     bench_memory(args.quick)
     step = bench_vit_step(args.quick, 2 if args.quick else 5)
@@ -259,6 +269,7 @@ def main(argv=None):
         "vit_step_numba_over_numpy": round(step["numba"] / step["numpy"], 3) if "numba" in step else None,
         "attention_numba_over_numpy": round(float(np.median([a["numba"] / a["numpy"] for a in att])), 3)
         if att and all("numba" in a for a in att) else None,
+        "gpu": gpu,
     }
     print("result: " + json.dumps(result))
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .backend import to_device
 from .tensor import Tensor
 
 __all__ = ["GradcheckError", "copy_keep_layout", "gradcheck", "gradcheck_module", "numerical_grad"]
@@ -70,18 +71,19 @@ def gradcheck(fn, inputs, name: str | None = None, h: float = 1e-6, atol: float 
     name = name or getattr(fn, "__name__", "fn")
     arrays = []
     for i, a in enumerate(inputs):
-        a = a.data if isinstance(a, Tensor) else np.asarray(a)
+        a = to_device(a.data, "cpu") if isinstance(a, Tensor) else np.asarray(a)
         if a.dtype != np.float64:
             raise TypeError(f"gradcheck({name}): input {i} has dtype {a.dtype}; finite differences need float64")
         arrays.append(copy_keep_layout(a))  # keep the layout, never touch the caller's array
     check = tuple(range(len(arrays))) if check is None else tuple(check)
-    tensors = [Tensor(a, requires_grad=i in check) for i, a in enumerate(arrays)]
+    # a float64 check of the math, always on the CPU (whatever backend.default_device says)
+    tensors = [Tensor(a, requires_grad=i in check, device="cpu") for i, a in enumerate(arrays)]
 
     out = fn(*tensors)
     if out.dtype != np.float64:
         raise TypeError(f"gradcheck({name}): output dtype is {out.dtype}, expected float64")
     c = np.random.default_rng(seed).standard_normal(out.shape)
-    (out * Tensor(c)).sum().backward()
+    (out * Tensor(c, device="cpu")).sum().backward()
 
     worst = 0.0
     for i in check:

@@ -23,7 +23,7 @@ import numbers
 
 import numpy as np
 
-from .backend import check_device_name, device_of, to_device, xp_of
+from .backend import check_device_name, default_device, device_of, to_device, xp_of
 
 __all__ = ["Tensor", "as_tensor", "is_grad_enabled", "no_grad", "ones", "randn", "zeros"]
 
@@ -79,6 +79,8 @@ class Tensor:
 
     def __init__(self, data, requires_grad: bool = False, dtype=None, device: str | None = None):
         array = _to_float_array(data, dtype)
+        if device is None and device_of(array) == "cpu":
+            device = default_device()        # host data goes to the default device (backend.use_device)
         if device is not None:
             array = to_device(array, check_device_name(device))
         self.data = array
@@ -98,7 +100,7 @@ class Tensor:
         gradient array (or None) per parent, and `op` names the node for printing.
         """
         out = cls.__new__(cls)
-        Tensor.__init__(out, data, dtype=data.dtype)
+        Tensor.__init__(out, data, dtype=data.dtype, device=device_of(data))   # stays where the op ran
         if _grad_enabled and any(p.requires_grad for p in parents):
             out.requires_grad = True
             out._parents = tuple(parents)
@@ -144,17 +146,17 @@ class Tensor:
         """
         data = to_device(self.data, check_device_name(device))
         if self.is_leaf:
-            return Tensor(data, requires_grad=self.requires_grad)
+            return Tensor(data, requires_grad=self.requires_grad, device=device)
         source = self.device
         return Tensor.from_op(data, (self,), lambda g: (to_device(g, source),), "to")
 
     def astype(self, dtype) -> "Tensor":
         """A leaf copy with another float dtype (no gradient flows through a cast)."""
-        return Tensor(self.data.astype(dtype), requires_grad=self.requires_grad, dtype=dtype)
+        return Tensor(self.data.astype(dtype), requires_grad=self.requires_grad, dtype=dtype, device=self.device)
 
     def detach(self) -> "Tensor":
         """The same values, cut from the graph: no gradient flows back through the result."""
-        return Tensor(self.data, dtype=self.dtype)
+        return Tensor(self.data, dtype=self.dtype, device=self.device)
 
     def zero_grad(self) -> None:
         self.grad = None
@@ -207,7 +209,8 @@ class Tensor:
             if node._backward is None:  # a leaf: accumulate like PyTorch
                 # xp.array copies AND keeps a 0-d gradient an array: a NumPy scalar would make an
                 # in-place update such as p.grad *= s a silent no-op.
-                node.grad = xp.array(g if node.grad is None else node.grad + g)
+                # (the leaf's own library: a leaf on the CPU keeps a NumPy gradient whatever the loss's device)
+                node.grad = xp_of(node.data).array(g if node.grad is None else node.grad + g)
                 continue
             for parent, pg in zip(node._parents, node._backward(g)):
                 if pg is None or not parent.requires_grad:

@@ -22,7 +22,7 @@ from .data import batches
 from .optim import AdamW, WarmupCosine, clip_grad_norm, param_groups_no_decay
 from .tensor import Tensor, no_grad
 
-__all__ = ["History", "accuracy", "predict", "train_classifier"]
+__all__ = ["History", "accuracy", "model_device", "predict", "train_classifier"]
 
 
 @dataclass
@@ -35,12 +35,20 @@ class History:
     seconds: float = 0.0
 
 
+def model_device(model) -> str:
+    """The device of a model's parameters: where its input batches must go."""
+    params = model.parameters()
+    return params[0].device if params else "cpu"
+
+
 def predict(model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """Logits as a NumPy array, in eval mode and without building a graph."""
+    """Logits as a NumPy array, in eval mode and without building a graph (batches go to the model's device)."""
     was_training = model.training
     model.eval()
+    device = model_device(model)
     with no_grad():
-        out = np.concatenate([model(Tensor(x[i:i + batch_size])).numpy() for i in range(0, len(x), batch_size)])
+        out = np.concatenate([model(Tensor(x[i:i + batch_size], device=device)).numpy()
+                              for i in range(0, len(x), batch_size)])
     model.train(was_training)
     return out
 
@@ -67,12 +75,13 @@ def train_classifier(model, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_
     schedule = WarmupCosine(opt, total_steps=total, warmup_steps=int(warmup_fraction * total))
     rng = np.random.default_rng((seed, 1))
     history, step, start = History(), 0, time.perf_counter()
+    device = model_device(model)          # host batches are copied to the model's device, one at a time
     model.train()
     for epoch in range(epochs):
         for xb, yb in batches(x, y, batch_size=batch_size, seed=seed, epoch=epoch):
             if augment is not None:
                 xb = augment(xb, rng)
-            loss = F.cross_entropy(model(Tensor(xb)), yb, label_smoothing=label_smoothing)
+            loss = F.cross_entropy(model(Tensor(xb, device=device)), yb, label_smoothing=label_smoothing)
             opt.zero_grad()
             loss.backward()
             if max_grad_norm is not None:

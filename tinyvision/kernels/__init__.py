@@ -121,7 +121,8 @@ def implementation(op: str, device: str, arrays=()) -> str:
 def kernel(op: str, impl: str):
     """The registered kernel object for (op, impl); a clear error, with the reason, if there is none."""
     if (op, impl) not in _REGISTRY:
-        why = why_unavailable(impl) if impl in _MODULES else f"unknown implementation (choose from {CHOICES})"
+        why = (why_unavailable(impl) if impl in _MODULES else "it is the plain code in tinyvision/ops, not a kernel"
+               if impl == "numpy" else f"unknown implementation (choose from {CHOICES})")
         raise RuntimeError(f"kernels: no {impl!r} kernel for {op!r} here" + (f": {why}" if why else ""))
     return _REGISTRY[(op, impl)]
 
