@@ -17,7 +17,8 @@ attend to gets O = 0, L = -inf and zero gradients, never NaN: the running max st
 is still -inf the exponentials use 0 as their reference, so e^(-inf - (-inf)) never happens.
 
 Shapes and layout: q (BH, Nq, d), k and v (BH, Nk, d), o (BH, Nq, d), lse (BH, Nq), all float32 and
-C-contiguous; d in {32, 64, 128} (one kernel per d, so every loop has a compile-time trip count). Nq and
+C-contiguous; d in {16, 32, 64, 128} (one kernel per d, so every loop has a compile-time trip count;
+16 for the tiny models of the lessons). Nq and
 Nk are any positive ints: tiles past the end are zero-filled and masked.
 
 Work decomposition (one thread block = 256 threads = a 16 x 16 grid (ty, tx), tiles of 64 rows):
@@ -34,9 +35,9 @@ Work decomposition (one thread block = 256 threads = a 16 x 16 grid (ty, tx), ti
 
 Memory. HBM: the inputs, O and L (O(N d)), never an N x N matrix. Shared memory per block, in floats,
 with LD = d + 1 (padding against bank conflicts) and T = 64:
-    forward  3 T LD + T (T + 1)            d = 32: 41.9 KB   d = 64: 66.8 KB   d = 128: 115.6 KB
-    dK, dV   4 T LD + T (T + 1) + 2 T      d = 32: 50.9 KB   d = 64: 83.7 KB   d = 128: 149.2 KB
-    dQ       4 T LD + T (T + 1)            d = 32: 50.4 KB   d = 64: 83.2 KB   d = 128: 148.7 KB
+    forward  3 T LD + T (T + 1)          d = 16: 29,696 B   d = 32: 41,984 B   d = 64: 66,560 B   d = 128: 115,712 B
+    dK, dV   4 T LD + T (T + 1) + 2 T    d = 16: 34,560 B   d = 32: 50,944 B   d = 64: 83,712 B   d = 128: 149,248 B
+    dQ       4 T LD + T (T + 1)          d = 16: 34,048 B   d = 32: 50,432 B   d = 64: 83,200 B   d = 128: 148,736 B
 Above 48 KB a kernel must opt in (cudaFuncAttributeMaxDynamicSharedMemorySize); the loader
 (tinyvision/kernels/cuda_c.py) checks each size against the device's opt-in limit (227 KB on H100,
 163 KB on A100, 99 KB on most consumer GPUs) before launching, and says which head dim does not fit.
@@ -397,6 +398,7 @@ __device__ __forceinline__ void backward_dq(float* smem, const float* q, const f
         tv::backward_dq<D>(smem, q, k, v, mask, mask_bh_stride, dout, lse, delta, dq, nq, nk, causal, scale); \
     }
 
+TV_ATTENTION_KERNELS(16)
 TV_ATTENTION_KERNELS(32)
 TV_ATTENTION_KERNELS(64)
 TV_ATTENTION_KERNELS(128)

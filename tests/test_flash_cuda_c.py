@@ -26,7 +26,7 @@ import tinyvision as tv
 import tinyvision.ops as F
 from tinyvision import kernels
 from tinyvision.kernels.csrc_layout import shared_memory_bytes
-from attention_cases import as_dtype, assert_close, attention_cases, dense_attention
+from attention_cases import as_dtype, assert_close, attention_cases, dense_attention, masked_scores
 from tinyvision.kernels.flash_reference import flash_backward, flash_forward
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,25 +94,39 @@ def test_nvcc_command_has_sm80_sm90_sass_and_ptx_and_verbose_ptxas():
 
 
 # --- 2. the kernel source, run on the host emulation -------------------------------------------------
-@pytest.fixture(scope="session")
-def emulator(tmp_path_factory):
-    """The g++-built driver that runs csrc/flash_attention.cu on emulated CUDA threads (built once)."""
+def _build_emulator(tmp_path_factory, precision):
     compiler = shutil.which("g++")
     if compiler is None:
         pytest.skip("the host emulation of the CUDA kernel needs g++ (apt-get install g++)")
     sources = [EMULATION / "emulate.h", EMULATION / "driver.cpp", SOURCE]
     tag = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:12]
-    exe = tmp_path_factory.mktemp("cuda_emulation") / f"driver-{tag}"
+    exe = tmp_path_factory.mktemp("cuda_emulation") / f"driver-{precision}-{tag}"
     cmd = [compiler, "-std=c++20", "-O1", "-g", "-pthread", "-Wall", "-Wno-unknown-pragmas", "-fno-strict-aliasing",
            "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-o", str(exe), str(EMULATION / "driver.cpp")]
+    if precision == "float64":
+        cmd.insert(1, "-DTV_EMULATE_DOUBLE")
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, f"g++ could not build the emulation:\n{proc.stderr[-3000:]}"
     return exe
 
 
+@pytest.fixture(scope="session")
+def emulator(tmp_path_factory):
+    """The g++-built driver running csrc/flash_attention.cu on emulated CUDA threads, in float32 as on a GPU."""
+    return _build_emulator(tmp_path_factory, "float32")
+
+
+@pytest.fixture(scope="session")
+def emulator64(tmp_path_factory):
+    """The same kernel source with every float made a double: the algorithm without float32 rounding."""
+    return _build_emulator(tmp_path_factory, "float64")
+
+
 def run_emulated(exe, case, workdir, smem_override=None):
-    """o, lse, (dq, dk, dv) of the CUDA C kernels for one case, computed on the host emulation in float32."""
-    q, k, v, do = (np.ascontiguousarray(case[n], dtype=np.float32) for n in ("q", "k", "v", "do"))
+    """o, lse, (dq, dk, dv) of the CUDA C kernels for one case, on the host emulation (float32, or float64
+    for the driver built with TV_EMULATE_DOUBLE)."""
+    dtype = np.float64 if "-float64-" in Path(exe).name else np.float32
+    q, k, v, do = (np.ascontiguousarray(case[n], dtype=dtype) for n in ("q", "k", "v", "do"))
     bh, nq, d = q.shape
     nk = k.shape[1]
     workdir.mkdir(parents=True, exist_ok=True)
@@ -123,28 +137,35 @@ def run_emulated(exe, case, workdir, smem_override=None):
         keep = np.asarray(case["keep"])
         mask_mode = 2 if keep.ndim == 3 and keep.shape[0] == bh and bh > 1 else 1
         np.ascontiguousarray(keep.reshape((bh if mask_mode == 2 else 1, nq, nk)), dtype=np.uint8).tofile(workdir / "mask.bin")
-    scale = np.float32(1 / np.sqrt(d) if case["scale"] is None else case["scale"])
-    smem = smem_override or {kind: shared_memory_bytes(kind, d) for kind in ("forward", "dk_dv", "dq")}
+    scale = dtype(1 / np.sqrt(d) if case["scale"] is None else case["scale"])
+    widen = np.dtype(dtype).itemsize // 4          # the float64 build's shared memory holds doubles
+    smem = smem_override or {kind: widen * shared_memory_bytes(kind, d) for kind in ("forward", "dk_dv", "dq")}
     args = [str(exe), str(workdir), str(d), str(bh), str(nq), str(nk), str(int(case["causal"])), str(mask_mode),
             repr(float(scale)), str(smem["forward"]), str(smem["dk_dv"]), str(smem["dq"])]
     proc = subprocess.run(args, capture_output=True, text=True,
                           env=dict(os.environ, ASAN_OPTIONS="detect_leaks=0", UBSAN_OPTIONS="halt_on_error=1"))
     if proc.returncode != 0:
         raise AssertionError(f"emulated kernel failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    read = lambda name, shape: np.fromfile(workdir / f"{name}.bin", np.float32).reshape(shape)  # noqa: E731
+    read = lambda name, shape: np.fromfile(workdir / f"{name}.bin", dtype).reshape(shape)  # noqa: E731
     return (read("o", (bh, nq, d)), read("lse", (bh, nq)),
             (read("dq", q.shape), read("dk", k.shape), read("dv", v.shape)))
 
 
-def assert_matches_dense(case, o, grads):
-    """As accurate as the same algorithm in float32: the kernel saw float32 inputs, so the oracle is the
-    dense op on those same values in float64, and the yardstick is flash_reference.py (the tiled NumPy
-    algorithm, tiles of 64, itself tested equal to the dense op) run in float32. The kernel's largest
-    error may be at most 4x the yardstick's plus 1e-6 of the largest value.
+def assert_float32_accurate(case, o, grads):
+    """float32 results as accurate as float32 attention gets. The kernel saw float32 inputs, so the oracle
+    is the dense op on those same values in float64; the yardstick is flash_reference.py (the same tiled
+    algorithm in NumPy, tiles of 64) run in float32. The kernel's largest error may be 16x the
+    yardstick's plus 1e-6 of the largest value.
 
-    Why not a fixed rtol: with scale 2 and d = 128 the logits reach ~60, and the backward recomputes
-    P = e^(S - L) from L stored in float32, whose spacing at 60 is 4e-6; every tiled float32 attention
-    then errs by ~1e-4 on dQ and dK where a gradient is a small difference of large terms."""
+    Why these numbers. A fixed rtol cannot work: with scale 2 and d = 128 the logits reach ~60, the
+    backward recomputes P = e^(S - L) from L stored in float32 (spacing 4e-6 at 60), and every float32
+    tiled attention errs by ~1e-4 on dQ, where a gradient is a small difference of large terms. The
+    factor: the kernel sums its dot products one term after another (64 or 128 terms), while NumPy's
+    BLAS keeps several partial sums; float32 error bounds grow with the length of a sequential sum.
+    Over 120 random cases the kernel's error was 1.1x the yardstick's at the median, 2.6x at the 95th
+    percentile and 7.5x at worst. The algorithm itself is checked to 1e-9 by the float64 build; planted
+    bugs there (a barrier removed, the causal bound shifted by one, the fully-masked guard dropped)
+    give errors of order 1 or NaN."""
     case32 = as_dtype(case, np.float32)
     want_o, want_grads = dense_attention(case32)
     args = (case32["keep"], case32["causal"], case32["scale"])
@@ -157,7 +178,7 @@ def assert_matches_dense(case, o, grads):
         assert got.shape == want.shape, f"{name}: shape {got.shape}, expected {want.shape}"
         assert np.isfinite(got).all(), f"{name}: NaN or inf at {np.argwhere(~np.isfinite(got))[:5].tolist()}"
         err, ref_err = np.abs(got - want).max(initial=0), np.abs(ref - want).max(initial=0)
-        bound = 4 * ref_err + 1e-6 * max(1.0, np.abs(want).max(initial=0))
+        bound = 16 * ref_err + 1e-6 * max(1.0, np.abs(want).max(initial=0))
         worst = np.unravel_index(np.argmax(np.abs(got - want)), got.shape) if got.size else ()
         assert err <= bound, (f"{name}: max abs error {err:.3g} at {tuple(int(i) for i in worst)} > bound {bound:.3g} "
                               f"(flash_reference in float32 errs by {ref_err:.3g})")
@@ -176,6 +197,7 @@ def make_case(bh, nq, nk, d, causal=False, mask=None, seed=0, scale=None):
 
 EDGE_CASES = {
     "one query, one key, d=128": make_case(1, 1, 1, 128),
+    "N=200, d=16 (the lessons' heads), causal": make_case(2, 200, 200, 16, causal=True),
     "N=65 (one past a tile), d=64": make_case(2, 65, 65, 64),
     "Nq=130 > Nk=70, causal (top rows see nothing)": make_case(1, 130, 70, 32, causal=True),
     "Nq=3 < Nk=200, causal, bottom-right aligned": make_case(1, 3, 200, 64, causal=True),
@@ -185,20 +207,39 @@ EDGE_CASES = {
 }
 
 
+def assert_equals_dense_float64(case, o, lse, grads):
+    want_o, want_grads = dense_attention(case)
+    assert_close("O", o, want_o)                               # float64 tolerance: rtol 1e-9, atol 1e-11
+    for name, got, want in zip(("dQ", "dK", "dV"), grads, want_grads):
+        assert_close(name, got, want)
+    s = masked_scores(case)
+    m = np.max(s, axis=2, keepdims=True, initial=-np.inf)
+    m_safe = np.where(np.isfinite(m), m, 0)
+    with np.errstate(divide="ignore"):
+        assert_close("L", lse, (m_safe + np.log(np.exp(s - m_safe).sum(axis=2, keepdims=True)))[..., 0])
+
+
 @pytest.mark.parametrize("name", list(EDGE_CASES))
-def test_emulated_cuda_kernel_equals_dense_float64_on_edge_cases(emulator, tmp_path, name):
+def test_emulated_kernel_in_float64_equals_dense_attention_on_edge_cases(emulator64, tmp_path, name):
     case = EDGE_CASES[name]
-    o, lse, grads = run_emulated(emulator, case, tmp_path)
-    assert_matches_dense(case, o, grads)
-    if case["keep"] is not None:                              # masked rows: L = -inf, O = 0 (checked above)
+    o, lse, grads = run_emulated(emulator64, case, tmp_path)
+    assert_equals_dense_float64(case, o, lse, grads)
+    if case["keep"] is not None:                               # rows with nothing to attend to: L = -inf
         assert np.isneginf(lse).any()
 
 
-@settings(max_examples=12)
-@given(attention_cases(max_bh=2, max_n=140, head_dims=(32, 64, 128), same_head_dims=True))
-def test_emulated_cuda_kernel_equals_dense_float64(emulator, tmp_path_factory, case):
+@settings(max_examples=15)
+@given(attention_cases(max_bh=2, max_n=140, head_dims=(16, 32, 64, 128), same_head_dims=True))
+def test_emulated_kernel_in_float64_equals_dense_attention(emulator64, tmp_path_factory, case):
+    o, lse, grads = run_emulated(emulator64, case, tmp_path_factory.mktemp("case"))
+    assert_equals_dense_float64(case, o, lse, grads)
+
+
+@settings(max_examples=10)
+@given(attention_cases(max_bh=2, max_n=140, head_dims=(16, 32, 64, 128), same_head_dims=True))
+def test_emulated_kernel_in_float32_is_as_accurate_as_float32_attention(emulator, tmp_path_factory, case):
     o, lse, grads = run_emulated(emulator, case, tmp_path_factory.mktemp("case"))
-    assert_matches_dense(case, o, grads)
+    assert_float32_accurate(case, o, grads)
 
 
 def test_emulated_backward_is_bit_reproducible(emulator, tmp_path):
@@ -224,9 +265,9 @@ def test_emulation_catches_shared_memory_smaller_than_the_kernel_uses(emulator, 
 # --- the loader, everywhere ---------------------------------------------------------------------------
 def test_shared_memory_fits_h100_and_a100_and_needs_the_opt_in_above_48_kb():
     h100, a100 = 227 * 1024, 163 * 1024                        # cudaDevAttrMaxSharedMemoryPerBlockOptin
-    sizes = {(kind, d): shared_memory_bytes(kind, d) for kind in ("forward", "dk_dv", "dq") for d in (32, 64, 128)}
+    sizes = {(kind, d): shared_memory_bytes(kind, d) for kind in ("forward", "dk_dv", "dq") for d in (16, 32, 64, 128)}
     assert max(sizes.values()) == sizes[("dk_dv", 128)] == 149_248 <= a100 < h100
-    assert sizes[("forward", 32)] == 41_984 < 48 * 1024 < sizes[("forward", 64)]
+    assert sizes[("forward", 32)] == 41_984 < 48 * 1024 < sizes[("forward", 64)] == 66_560
 
 
 def test_asking_for_the_cuda_c_kernel_without_a_gpu_says_why():
@@ -246,14 +287,14 @@ gpu = pytest.mark.skipif(_WHY is not None, reason=f"CUDA C kernel unavailable he
 
 @gpu
 @settings(max_examples=60)
-@given(attention_cases(max_bh=4, max_n=300, head_dims=(32, 64, 128), same_head_dims=True))
+@given(attention_cases(max_bh=4, max_n=300, head_dims=(16, 32, 64, 128), same_head_dims=True))
 def test_gpu_cuda_c_kernel_equals_dense_float64(case):
     from tinyvision.kernels import cuda_c
     args = (case["keep"], case["causal"], case["scale"])
     q, k, v, do = (np.ascontiguousarray(case[n], dtype=np.float32) for n in ("q", "k", "v", "do"))
     o, lse = cuda_c.forward(q, k, v, *args)
     grads = cuda_c.backward(q, k, v, o, lse, do, *args)
-    assert_matches_dense(case, o, grads)
+    assert_float32_accurate(case, o, grads)
 
 
 @gpu

@@ -19,7 +19,7 @@ or the context manager
 An op asks `implementation(op_name, device)`, which returns the chosen implementation's name if it
 provides that op for that device, or "numpy" otherwise (a missing kernel is never an error). An
 implementation only serves arrays of its own device (a CPU kernel never sees a CuPy array), and a
-kernel that handles only some inputs (cuda_c: float32, head dims 32/64/128) says so with
+kernel that handles only some inputs (cuda_c: float32, head dims 16/32/64/128) says so with
 `accepts(*arrays)`; the op passes its arrays and falls back when the answer is no.
 """
 from __future__ import annotations
@@ -36,7 +36,9 @@ _DEVICE = {"numba": "cpu", "numba_cuda": "cuda", "cuda_c": "cuda"}    # whose ar
 # "auto" means the fastest measured (python -m tinyvision.bench), per op. On the CPU the tiled Numba
 # attention needs ~10x less memory but 2.5-3x the time of the dense NumPy composite, whose matmuls run
 # in BLAS; so auto keeps NumPy there, and the tiled kernel is one kernels.use("numba") away.
-_AUTO_OVERRIDES = {("attention", "cpu"): ("numpy",)}
+# On the GPU, attention is the CUDA C kernel where it applies, else the dense CuPy op (cuBLAS matmuls):
+# the numba.cuda attention is a one-thread-per-row teaching kernel, chosen only explicitly.
+_AUTO_OVERRIDES = {("attention", "cpu"): ("numpy",), ("attention", "cuda"): ("cuda_c", "numpy")}
 
 _REGISTRY: dict = {}      # (op name, implementation) -> object with the kernel's functions
 _choice = None            # set by use(); None means "read TINYVISION_KERNELS"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __all__ = ["HEAD_DIMS", "MAX_GRID_Y", "THREADS", "TILE", "shared_memory_bytes"]
 
-HEAD_DIMS = (32, 64, 128)      # one compiled kernel per head dim (TV_ATTENTION_KERNELS in the .cu)
+HEAD_DIMS = (16, 32, 64, 128)  # one compiled kernel per head dim (TV_ATTENTION_KERNELS in the .cu)
 TILE = 64                      # query / key rows per tile  (tv::TILE)
 THREADS = 256                  # threads per block          (tv::THREADS)
 MAX_GRID_Y = 65535             # the grid's y axis holds BH

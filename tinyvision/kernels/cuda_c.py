@@ -5,7 +5,7 @@ glue a learner reads to see how a hand-written kernel is called from Python:
 
     1. find the compiled code: the fatbin that setup.py built with nvcc (kernels/_bin/), if it was built
        from the current source; otherwise compile the source now with NVRTC (CuPy caches the result);
-    2. check the launch: float32, head dim 32, 64 or 128, and the block's shared memory against the
+    2. check the launch: float32, head dim 16, 32, 64 or 128, and the block's shared memory against the
        device's opt-in limit (raising the kernel's own limit past the 48 KB default);
     3. launch: grid (tiles, BH), 256 threads, scalars as numpy.int32 / int64 / float32 (CuPy passes a
        Python int as 8 bytes and a float as a double, which would garble an int / float parameter).
