@@ -34,10 +34,10 @@ Work decomposition (one thread block = 256 threads = a 16 x 16 grid (ty, tx), ti
                    instead of 5): the price of bit-reproducible gradients.
 
 Memory. HBM: the inputs, O and L (O(N d)), never an N x N matrix. Shared memory per block, in floats,
-with LD = d + 1 (padding against bank conflicts) and T = 64:
-    forward  3 T LD + T (T + 1)          d = 16: 29,696 B   d = 32: 41,984 B   d = 64: 66,560 B   d = 128: 115,712 B
-    dK, dV   4 T LD + T (T + 1) + 2 T    d = 16: 34,560 B   d = 32: 50,944 B   d = 64: 83,712 B   d = 128: 149,248 B
-    dQ       4 T LD + T (T + 1)          d = 16: 34,048 B   d = 32: 50,432 B   d = 64: 83,200 B   d = 128: 148,736 B
+with LD = d + 1 and LDP = T + 1 (paddings against bank conflicts) and T = 64:
+    forward  3 T LD + T LDP          d = 16: 29,696 B   d = 32: 41,984 B   d = 64: 66,560 B   d = 128: 115,712 B
+    dK, dV   4 T LD + T LDP + 2 T    d = 16: 34,560 B   d = 32: 50,944 B   d = 64: 83,712 B   d = 128: 149,248 B
+    dQ       4 T LD + T LDP          d = 16: 34,048 B   d = 32: 50,432 B   d = 64: 83,200 B   d = 128: 148,736 B
 Above 48 KB a kernel must opt in (cudaFuncAttributeMaxDynamicSharedMemorySize); the loader
 (tinyvision/kernels/cuda_c.py) checks each size against the device's opt-in limit (227 KB on H100,
 163 KB on A100, 99 KB on most consumer GPUs) before launching, and says which head dim does not fit.
@@ -71,7 +71,11 @@ constexpr int TILE = 64;          // query rows and key rows per tile (Br = Bc =
 constexpr int THREADS = 256;      // threads per block, seen as a 16 x 16 grid (ty, tx)
 constexpr int TG = 16;            // threads along each side of that grid
 constexpr int R = TILE / TG;      // 4: rows and columns of a tile that one thread owns
-constexpr int LDP = TILE + 1;     // row stride of the P / dS tile in shared memory
+constexpr int LDP = TILE + 1;     // row stride of the P / dS tile in shared memory. Its reads are conflict-free;
+                                  // its stores (16 per thread per tile) are 2-way conflicted, the two half-warps
+                                  // writing rows 1 bank apart. TILE + 16 removes that, but nvcc 13 then spills
+                                  // in flash_forward_d32 (sm_90) and dK/dV d=128 grows from 157 to 212 registers:
+                                  // left for a version that can be measured on a GPU.
 
 __device__ __forceinline__ float neg_inf() { return -__int_as_float(0x7f800000); }
 

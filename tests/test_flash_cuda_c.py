@@ -253,7 +253,7 @@ def test_emulated_backward_is_bit_reproducible(emulator, tmp_path):
 
 @pytest.mark.parametrize("kind", ["forward", "dk_dv", "dq"])
 def test_emulation_catches_shared_memory_smaller_than_the_kernel_uses(emulator, tmp_path, kind):
-    """A shared-memory buffer one P row (65 floats) short of the loader's size stops (AddressSanitizer),
+    """A shared-memory buffer 65 floats short of the loader's size stops (AddressSanitizer),
     so the emulated runs above really are confined to shared_memory_bytes."""
     case = make_case(1, 70, 70, 32)
     smem = {k: shared_memory_bytes(k, 32) for k in ("forward", "dk_dv", "dq")}

@@ -34,8 +34,9 @@ def device_summary():
     dev = cp.cuda.Device()
     props = cp.cuda.runtime.getDeviceProperties(dev.id)
     name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
-    sms, clock_khz = props["multiProcessorCount"], props["clockRate"]
-    lanes = FP32_LANES_PER_SM.get((props["major"], props["minor"]))
+    attrs = dev.attributes          # (CUDA 13 dropped clockRate from cudaDeviceProp; the attribute stays)
+    sms, clock_khz = attrs["MultiProcessorCount"], attrs["ClockRate"]
+    lanes = FP32_LANES_PER_SM.get((attrs["ComputeCapabilityMajor"], attrs["ComputeCapabilityMinor"]))
     peak = sms * lanes * 2 * clock_khz * 1e3 / 1e12 if lanes else None
     return name, peak, sms
 
@@ -82,10 +83,12 @@ def _attention_fns(q, k, v, do, backward: bool):
         from torch.nn.attention import SDPBackend, sdpa_kernel
     except ImportError:
         return fns
-    tq, tk, tv_ = (torch.as_tensor(a, device="cuda").unsqueeze(0).requires_grad_(backward) for a in (q, k, v))
+    # zero-copy views of the same CuPy memory (__cuda_array_interface__), as (1, BH, N, d) leaves
+    tq, tk, tv_ = (torch.as_tensor(a, device="cuda").unsqueeze(0).detach().requires_grad_(backward) for a in (q, k, v))
     tdo = torch.as_tensor(do, device="cuda").unsqueeze(0)
 
     def sdpa():
+        tq.grad = tk.grad = tv_.grad = None       # as the other columns: fresh gradients each call
         with sdpa_kernel(SDPBackend.EFFICIENT_ATTENTION):
             out = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv_)
             if backward:

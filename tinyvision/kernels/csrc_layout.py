@@ -17,10 +17,11 @@ MAX_GRID_Y = 65535             # the grid's y axis holds BH
 def shared_memory_bytes(kernel: str, d: int) -> int:
     """Dynamic shared memory of one block of `kernel` ("forward", "dk_dv" or "dq") for head dim d.
 
-    The tiles are laid out as in the .cu file, rows padded to d + 1 floats (against bank conflicts).
+    The tiles are laid out as in the .cu file: Q, K, V, dO rows padded to d + 1 floats and P / dS rows
+    to TILE + 1 (tv::LDP), both against shared-memory bank conflicts.
     """
-    ld, t = d + 1, TILE
-    floats = {"forward": 3 * t * ld + t * (t + 1),              # Q, K, V tiles and P
-              "dk_dv": 4 * t * ld + t * (t + 1) + 2 * t,       # K, V, Q, dO tiles, P / dS, L and D
-              "dq": 4 * t * ld + t * (t + 1)}[kernel]          # Q, dO, K, V tiles and dS
+    ld, ldp, t = d + 1, TILE + 1, TILE
+    floats = {"forward": 3 * t * ld + t * ldp,                  # Q, K, V tiles and P
+              "dk_dv": 4 * t * ld + t * ldp + 2 * t,           # K, V, Q, dO tiles, P / dS, L and D
+              "dq": 4 * t * ld + t * ldp}[kernel]              # Q, dO, K, V tiles and dS
     return 4 * floats

@@ -87,18 +87,26 @@ def kernel_origin() -> dict:
     return dict(_origin)
 
 
-@functools.lru_cache(maxsize=None)
 def _function(name: str, smem: int):
-    """A kernel with its dynamic shared-memory limit raised to `smem` bytes (needed above 48 KB)."""
+    return _function_on(cp.cuda.Device().id, name, smem)
+
+
+@functools.lru_cache(maxsize=None)
+def _function_on(device_id: int, name: str, smem: int):
+    """A kernel with its dynamic shared-memory limit raised to `smem` bytes (needed above 48 KB), per GPU."""
     fn = _module().get_function(name)
     if smem > 48 * 1024:
         fn.max_dynamic_shared_size_bytes = smem
     return fn
 
 
-@functools.lru_cache(maxsize=None)
 def _shared_memory_limit() -> int:
-    return int(cp.cuda.Device().attributes["MaxSharedMemoryPerBlockOptin"])
+    return _shared_memory_limit_on(cp.cuda.Device().id)
+
+
+@functools.lru_cache(maxsize=None)
+def _shared_memory_limit_on(device_id: int) -> int:
+    return int(cp.cuda.Device(device_id).attributes["MaxSharedMemoryPerBlockOptin"])
 
 
 def why_not(q, k, v) -> str | None:
@@ -137,7 +145,9 @@ def _prepare(name, q, k, v, keep, scale):
         raise ValueError(f"{name}: {reason}")
     if bh > MAX_GRID_Y:
         raise ValueError(f"{name}: batch x heads = {bh} exceeds the grid's y limit {MAX_GRID_Y}")
-    mask, stride = None, np.int64(0)
+    # no mask: an 8-byte zero, i.e. a null pointer (safer than None, which some CuPy versions
+    # pack as a null *argument address* rather than a null value: cupy/cupy#9046)
+    mask, stride = np.uint64(0), np.int64(0)
     if keep is not None:
         mask = cp.ascontiguousarray(cp.asarray(keep), dtype=cp.uint8)
         stride = np.int64(nq * nk if mask.ndim == 3 and mask.shape[0] == bh and bh > 1 else 0)
