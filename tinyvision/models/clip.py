@@ -40,7 +40,8 @@ class TextTransformer(Module):
         rng = as_rng(seed)
         self.context_length, self.width, self.eot_id = context_length, width, eot_id
         self.token_embedding = Embedding(vocab_size, width, seed=rng)
-        self.token_embedding.weight.data = trunc_normal((vocab_size, width), std=0.02, seed=rng)
+        self.token_embedding.weight.data = to_device(trunc_normal((vocab_size, width), std=0.02, seed=rng),
+                                                     self.token_embedding.weight.device)
         self.positional_embedding = Parameter(trunc_normal((context_length, width), std=0.01, seed=rng))
         self.blocks = ModuleList([TransformerBlock(width, heads, mlp_ratio, eps=eps, seed=rng) for _ in range(depth)])
         self.ln_final = LayerNorm(width, eps=eps)

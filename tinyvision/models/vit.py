@@ -75,8 +75,9 @@ class ViT(Module):
         self.head = Linear(embed_dim, num_classes, seed=rng)
         for m in self.modules():
             if isinstance(m, Linear):
-                m.weight.data = (trunc_normal(m.weight.shape, std=0.02, seed=rng) if init == "timm"
-                                 else xavier_uniform(m.weight.shape, seed=rng))
+                w = (trunc_normal(m.weight.shape, std=0.02, seed=rng) if init == "timm"
+                     else xavier_uniform(m.weight.shape, seed=rng))
+                m.weight.data = to_device(w, m.weight.device)      # drawn on the host, kept on the model's device
                 if m.bias is not None:
                     m.bias.data = np.zeros_like(m.bias.data)
 
