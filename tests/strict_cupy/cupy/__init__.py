@@ -11,7 +11,6 @@ import numpy as _np
 
 from . import cuda, random  # noqa: F401
 
-_STRICT_TYPES = (_np.ndarray,)
 
 
 class ndarray(_np.ndarray):
