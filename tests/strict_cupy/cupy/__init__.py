@@ -12,7 +12,6 @@ import numpy as _np
 from . import cuda, random  # noqa: F401
 
 
-
 class ndarray(_np.ndarray):
     """A device array: a NumPy array that will not mix with host arrays."""
 
