@@ -97,8 +97,3 @@ def test_use_device_puts_new_tensors_and_models_there_and_keeps_op_outputs_in_pl
         assert cpu_copy.device == "cpu"                       # an explicit move is kept, not re-placed
     assert tv.Tensor([1.0]).device == "cpu"                   # the default is restored after the block
 
-
-def test_a_leaf_keeps_a_gradient_of_its_own_library():
-    x = tv.Tensor(np.arange(3.0), requires_grad=True)
-    (x * x).sum().backward()
-    assert type(x.grad) is np.ndarray and np.array_equal(x.grad, 2 * np.arange(3.0))

@@ -94,13 +94,14 @@ def test_nvcc_command_has_sm80_sm90_sass_and_ptx_and_verbose_ptxas():
 
 
 # --- 2. the kernel source, run on the host emulation -------------------------------------------------
-def _build_emulator(tmp_path_factory, precision):
+def build_emulator(out_dir: Path, precision: str) -> Path:
+    """Compile tests/cuda_emulation/driver.cpp (with the kernel file) into out_dir; float32 or float64."""
     compiler = shutil.which("g++")
     if compiler is None:
         pytest.skip("the host emulation of the CUDA kernel needs g++ (apt-get install g++)")
     sources = [EMULATION / "emulate.h", EMULATION / "driver.cpp", SOURCE]
     tag = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:12]
-    exe = tmp_path_factory.mktemp("cuda_emulation") / f"driver-{precision}-{tag}"
+    exe = Path(out_dir) / f"driver-{precision}-{tag}"
     cmd = [compiler, "-std=c++20", "-O1", "-g", "-pthread", "-Wall", "-Wno-unknown-pragmas", "-fno-strict-aliasing",
            "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-o", str(exe), str(EMULATION / "driver.cpp")]
     if precision == "float64":
@@ -113,13 +114,13 @@ def _build_emulator(tmp_path_factory, precision):
 @pytest.fixture(scope="session")
 def emulator(tmp_path_factory):
     """The g++-built driver running csrc/flash_attention.cu on emulated CUDA threads, in float32 as on a GPU."""
-    return _build_emulator(tmp_path_factory, "float32")
+    return build_emulator(tmp_path_factory.mktemp("cuda_emulation"), "float32")
 
 
 @pytest.fixture(scope="session")
 def emulator64(tmp_path_factory):
     """The same kernel source with every float made a double: the algorithm without float32 rounding."""
-    return _build_emulator(tmp_path_factory, "float64")
+    return build_emulator(tmp_path_factory.mktemp("cuda_emulation"), "float64")
 
 
 def run_emulated(exe, case, workdir, smem_override=None):
@@ -162,8 +163,10 @@ def assert_float32_accurate(case, o, grads):
     tiled attention errs by ~1e-4 on dQ, where a gradient is a small difference of large terms. The
     factor: the kernel sums its dot products one term after another (64 or 128 terms), while NumPy's
     BLAS keeps several partial sums; float32 error bounds grow with the length of a sequential sum.
-    Over 120 random cases the kernel's error was 1.1x the yardstick's at the median, 2.6x at the 95th
-    percentile and 7.5x at worst. The algorithm itself is checked to 1e-9 by the float64 build; planted
+    Over 120 random cases (python tests/cuda_emulation/accuracy.py) the kernel's error was 1.16x the
+    yardstick's at the median, 2.6x at the 95th percentile and 10.2x at worst; the bound below needed a
+    factor of at most 8.1 there (the 1e-6 floor absorbs the rest), so 16 leaves a margin of 2.
+    The algorithm itself is checked to 1e-9 by the float64 build; planted
     bugs there (a barrier removed, the causal bound shifted by one, the fully-masked guard dropped)
     give errors of order 1 or NaN."""
     case32 = as_dtype(case, np.float32)

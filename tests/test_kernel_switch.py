@@ -80,3 +80,11 @@ def test_asking_for_a_missing_kernel_names_the_reason():
         kernels.kernel("softmax", "fast")
     with pytest.raises(RuntimeError, match=r"no 'numpy' kernel for 'softmax' here: it is the plain code"):
         kernels.kernel("softmax", "numpy")
+
+
+def test_auto_on_the_gpu_takes_only_the_cuda_c_attention_and_cupy_code_elsewhere(monkeypatch):
+    """Until GPU timings exist, auto does not pick the simulator-checked numba.cuda kernels."""
+    monkeypatch.delenv("TINYVISION_KERNELS", raising=False)
+    for op in ("softmax", "layer_norm", "gelu", "adamw"):
+        assert kernels.implementation(op, "cuda") == "numpy", op
+    assert kernels.implementation("attention", "cuda") in ("cuda_c", "numpy")

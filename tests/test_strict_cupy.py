@@ -49,6 +49,23 @@ print("ok")
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
 
 
+def test_gradients_cross_devices_and_each_leaf_keeps_its_own_library(tmp_path):
+    """A CPU leaf used on the GPU gets a NumPy gradient, a GPU leaf used on the CPU a CuPy one."""
+    code = """
+import numpy as np, cupy, tinyvision as tv
+host = tv.Tensor(np.arange(3.0), requires_grad=True)
+dev = tv.Tensor(np.arange(3.0), requires_grad=True, device="cuda")
+# (.to on a leaf makes a new leaf, for moving parameters; inside a graph it is an op, so: host * 1)
+loss = ((host * 1).to("cuda") * dev).sum().to("cpu") + ((dev * 1).to("cpu") ** 2).sum()
+loss.backward()
+assert type(host.grad) is np.ndarray and np.array_equal(host.grad, np.arange(3.0)), type(host.grad)
+assert type(dev.grad) is cupy.ndarray and np.array_equal(dev.grad.get(), 3 * np.arange(3.0)), type(dev.grad)
+print("ok")
+"""
+    proc = run(code, "cuda", tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
 def comparable(value, key=""):
     """The result without timings (keys naming seconds, milliseconds or speed-ups)."""
     if isinstance(value, dict):

@@ -11,7 +11,7 @@ Protocol (machines here are shared and noisy, so only ratios measured together m
 The last line is `result: {...}` (JSON) for tools. Its three numbers are TIME ratios, Numba's time over
 the other's, so below 1 means Numba is faster: vit_step_numba_over_torch (target <= 1.5),
 vit_step_numba_over_numpy (target <= 1/1.3 = 0.77), attention_numba_over_numpy (median over the sizes;
-target <= 0.5).
+target <= 0.5). With --gpu, "gpu" holds the GPU device name and time ratios (bench_gpu.main), else null.
 """
 from __future__ import annotations
 

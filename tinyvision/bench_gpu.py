@@ -5,10 +5,14 @@ Attention, float32, d = 64, forward and forward + backward, side by side in one 
     cupy naive   the dense op on cupy arrays: matmul (cuBLAS), softmax, matmul; N x N in memory
     numba_cuda   the numba.cuda kernels (tinyvision/kernels/numba_cuda.py)
     torch SDPA   torch.nn.functional.scaled_dot_product_attention, memory-efficient backend, float32
-                 (PyTorch has no float32 flash kernel; this one uses tensor cores in 3xTF32 mode)
-TFLOP/s counts 4 B H N^2 d for the forward (two N x N x d matmuls) and 2.5x that for forward + backward
-(five matmuls, the FLOP count FlashAttention reports; the deterministic backward here does seven). The
-float32 CUDA-core peak is SMs x FP32 lanes per SM x 2 x clock, read from the device.
+                 (PyTorch has no float32 flash kernel; per its CUTLASS source this one runs on tensor
+                 cores in 3xTF32 mode, so a CUDA-core kernel competes with tensor cores here)
+TFLOP/s counts 4 B H N^2 d for the forward (two N x N x d matmuls, 2 FLOPs per multiply-add) and
+3.5x that for forward + backward (two forward matmuls plus five backward ones, as flash-attn's
+benchmark script counts it; the deterministic backward here does seven, so its real work is higher).
+The float32 CUDA-core peak is SMs x FP32 lanes per SM x 2 x boost clock, read from the device; lanes
+per SM from NVIDIA's architecture whitepapers (V100 and A100: 64; GA10x, AD10x and H100: 128).
+H100 SXM: 132 x 128 x 2 x 1.98 GHz = 66.9 TFLOP/s.
 
 Timing: CUDA events around each call, the implementations interleaved, median of the repeats, after
 a warm-up call that also compiles (NVRTC, Numba) and is reported separately. Every implementation is
@@ -25,7 +29,7 @@ import tinyvision as tv
 import tinyvision.ops as F
 from tinyvision import kernels
 
-FP32_LANES_PER_SM = {(7, 0): 64, (8, 0): 64, (8, 6): 128, (8, 7): 128, (8, 9): 128, (9, 0): 128}
+FP32_LANES_PER_SM = {(7, 0): 64, (8, 0): 64, (8, 6): 128, (8, 7): 128, (8, 9): 128, (9, 0): 128}  # by compute capability
 
 
 def device_summary():
@@ -119,7 +123,7 @@ def bench_attention(quick: bool, repeats: int) -> dict:
             if (bh, n) == sizes[0]:
                 _check_equal(fns, q, k, v)
             med, compile_s = gpu_timer(fns, repeats)
-            flops = 4 * bh * n * n * 64 * (2.5 if backward else 1)
+            flops = 4 * bh * n * n * 64 * (3.5 if backward else 1)
             cells = []
             for label, ms in med.items():
                 tflops = flops / (ms * 1e-3) / 1e12

@@ -177,6 +177,13 @@ def _p_and_ds_tiles(q, k_t, do, v_t, lse, big_d, keep, use_keep, causal, tau, b,
             dp[r, c] = s[r, c] * (dp[r, c] - big_d[b, i])
 
 
+@njit(cache=True)
+def _tile_buffers(q, v, block_q, block_k):
+    """One backward work item's scratch: K_j^T (d, Bk), V_j^T (dv, Bk), and the P and dS tiles (Bq, Bk)."""
+    return (np.empty((q.shape[2], block_k), q.dtype), np.empty((v.shape[2], block_k), q.dtype),
+            np.empty((block_q, block_k), q.dtype), np.empty((block_q, block_k), q.dtype))
+
+
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def _dk_dv_kernel(q, k, v, do, lse, big_d, keep, use_keep, causal, tau, block_q, block_k, dk, dv):
     """Pass 2: dV_j = sum_i P_ij dO_i and dK_j = tau sum_i dS_ij Q_i; one item per (batch x head, key block)."""
@@ -186,12 +193,9 @@ def _dk_dv_kernel(q, k, v, do, lse, big_d, keep, use_keep, causal, tau, block_q,
     for item in prange(bh * n_blocks):
         b, k0 = item // n_blocks, (item % n_blocks) * block_k
         k1 = min(k0 + block_k, nk)
-        k_t = np.empty((d, block_k), q.dtype)
-        v_t = np.empty((v.shape[2], block_k), q.dtype)
+        k_t, v_t, s, ds = _tile_buffers(q, v, block_q, block_k)
         _load_transposed(k, b, k0, k1, k_t)            # K_j, V_j loaded once, used by every query block
         _load_transposed(v, b, k0, k1, v_t)
-        s = np.empty((block_q, block_k), q.dtype)      # P tile
-        ds = np.empty((block_q, block_k), q.dtype)     # dS tile
         dk_acc = np.zeros((block_k, d), q.dtype)       # this item's rows of dK and dV: no other item
         dv_acc = np.zeros((block_k, v.shape[2]), q.dtype)   # writes them
         first = _query_start(k0, nq, nk, causal) // block_q * block_q    # causal: skip earlier blocks
@@ -220,10 +224,7 @@ def _dq_kernel(q, k, v, do, lse, big_d, keep, use_keep, causal, tau, block_q, bl
     for item in prange(bh * n_blocks):
         b, q0 = item // n_blocks, (item % n_blocks) * block_q
         q1 = min(q0 + block_q, nq)
-        k_t = np.empty((d, block_k), q.dtype)
-        v_t = np.empty((v.shape[2], block_k), q.dtype)
-        s = np.empty((block_q, block_k), q.dtype)
-        ds = np.empty((block_q, block_k), q.dtype)
+        k_t, v_t, s, ds = _tile_buffers(q, v, block_q, block_k)
         dq_acc = np.zeros((block_q, d), q.dtype)
         for k0 in range(0, _key_end(q1, nq, nk, causal), block_k):
             k1 = min(k0 + block_k, nk)

@@ -20,6 +20,7 @@ switch records it, and tinyvision.kernels.why_unavailable("cuda_c") returns it.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import types
@@ -55,7 +56,6 @@ _origin = {}
 @functools.lru_cache(maxsize=None)
 def _module():
     """The loaded module: the shipped fatbin when it matches the source, else an NVRTC compilation."""
-    import hashlib  # noqa: PLC0415
     source = _source()
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
     info_path = _BIN / "BUILD.json"

@@ -257,15 +257,20 @@ def _attention_backward_kernels(dtype, tile, d, dv):
 
 # --- softmax and layer norm over rows --------------------------------------------------------
 @cuda.jit(device=True)
-def _block_sum(buf, value):
-    """The sum of `value` over the threads of a block (a power of two): tree reduction in shared memory."""
+def _block_reduce(buf, value, take_max):
+    """The sum (or, with take_max, the max) of `value` over the threads of a block (a power of two):
+    a tree reduction in shared memory, halving the active threads at each step."""
     tid = cuda.threadIdx.x
     buf[tid] = value
     cuda.syncthreads()
     stride = cuda.blockDim.x // 2
     while stride > 0:
         if tid < stride:
-            buf[tid] += buf[tid + stride]
+            other = buf[tid + stride]
+            if not take_max:
+                buf[tid] += other
+            elif other > buf[tid]:
+                buf[tid] = other
         cuda.syncthreads()
         stride //= 2
     total = buf[0]
@@ -274,20 +279,13 @@ def _block_sum(buf, value):
 
 
 @cuda.jit(device=True)
+def _block_sum(buf, value):
+    return _block_reduce(buf, value, False)
+
+
+@cuda.jit(device=True)
 def _block_max(buf, value):
-    """The max of `value` over the threads of a block, like _block_sum."""
-    tid = cuda.threadIdx.x
-    buf[tid] = value
-    cuda.syncthreads()
-    stride = cuda.blockDim.x // 2
-    while stride > 0:
-        if tid < stride and buf[tid + stride] > buf[tid]:
-            buf[tid] = buf[tid + stride]
-        cuda.syncthreads()
-        stride //= 2
-    total = buf[0]
-    cuda.syncthreads()
-    return total
+    return _block_reduce(buf, value, True)
 
 
 MAX_THREADS = 256                                      # threads per row for softmax and layer norm

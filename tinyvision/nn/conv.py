@@ -49,32 +49,31 @@ class Conv2d(Module):
                 f"padding={self.padding}, bias={self.bias is not None}")
 
 
-class AvgPool2d(Module):
-    """Mean over each kernel_size window, one every `stride` pixels (default: kernel_size, no overlap)."""
+class _Pool2d(Module):
+    """A pooling window of kernel_size, one every `stride` pixels (default: kernel_size, no overlap)."""
+
+    pool = None   # the op, set by each subclass
 
     def __init__(self, kernel_size, stride=None):
-        self.kernel_size = pair("AvgPool2d", "kernel_size", kernel_size, 1)
-        self.stride = self.kernel_size if stride is None else pair("AvgPool2d", "stride", stride, 1)
+        name = type(self).__name__
+        self.kernel_size = pair(name, "kernel_size", kernel_size, 1)
+        self.stride = self.kernel_size if stride is None else pair(name, "stride", stride, 1)
 
     def forward(self, x):
-        return F.avg_pool2d(x, self.kernel_size, self.stride)
+        return type(self).pool(x, self.kernel_size, self.stride)
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}"
 
 
-class MaxPool2d(Module):
-    """Maximum over each kernel_size window, one every `stride` pixels (default: kernel_size, no overlap)."""
+class AvgPool2d(_Pool2d):
+    """Mean over each window (ops.avg_pool2d)."""
+    pool = staticmethod(F.avg_pool2d)
 
-    def __init__(self, kernel_size, stride=None):
-        self.kernel_size = pair("MaxPool2d", "kernel_size", kernel_size, 1)
-        self.stride = self.kernel_size if stride is None else pair("MaxPool2d", "stride", stride, 1)
 
-    def forward(self, x):
-        return F.max_pool2d(x, self.kernel_size, self.stride)
-
-    def extra_repr(self):
-        return f"kernel_size={self.kernel_size}, stride={self.stride}"
+class MaxPool2d(_Pool2d):
+    """Maximum over each window (ops.max_pool2d)."""
+    pool = staticmethod(F.max_pool2d)
 
 
 class Flatten(Module):
