@@ -1,7 +1,7 @@
 """Lesson 00: reverse-mode automatic differentiation, the engine under every model in this course.
 
-Run:  python lessons/00_autograd.py            (full: ~3 s on 2 CPU cores)
-      python lessons/00_autograd.py --quick    (CI: ~1 s)        options: --seed N  --out DIR
+Run:  python lessons/00_autograd.py            (full: seconds on 2 CPU cores)
+      python lessons/00_autograd.py --quick    (CI: seconds)     options: --seed N  --out DIR
 
 Motivation
     Training a network means nudging millions of weights downhill on one number, the loss L. For that
@@ -27,13 +27,16 @@ The idea
        safe: a node runs its backward only after every one of its users has reported.
 
 What to look at
+    Every sentence the lesson prints about a result is computed from that run's numbers.
     Section 1: the two gradient columns agree digit for digit; autodiff is the chain rule, mechanised.
     Section 2: the engine's 8a, and the 4a that "overwrite instead of add" would give. Calling
                backward() twice doubles .grad: leaves accumulate, so training loops zero them.
-    Section 3: a correct backward agrees with finite differences to ~1e-10 in float64; a backward
-               with one wrong symbol is off by O(1), and the checker names input, index, values.
-    Section 4: the loss starts at ln 2 = 0.693 (a coin flip between two classes) and falls, with
-               shoulders where the network works out the next turn of the spiral. Figures in
+    Section 3: a correct backward agrees with finite differences to about 1e-10 or better in
+               float64; a backward with one wrong symbol is off by O(1), and the checker names input,
+               index, values.
+    Section 4: the loss should start near ln 2 = 0.693 (a coin flip between two classes) and fall;
+               on the curve look for shoulders where the network works out the next turn of the
+               spiral. Figures in
                lessons/out/: 00_loss_curve.png (log scale) and 00_decision_boundary.png, where the
                ReLU network's piecewise-linear boundary winds between the two spiral arms.
 
@@ -113,10 +116,12 @@ dy_db = dy_dz * 1.0                #             dz/db  = 1
 dy_dw = dy_dwx * x.item()          # wx = w * x: dwx/dw = x
 dy_dx = dy_dwx * w.item()          #             dwx/dx = w
 print("  leaf   backward()     chain rule by hand")
+hand_diff = 0.0
 for name, leaf, by_hand in [("w", w, dy_dw), ("x", x, dy_dx), ("b", b, dy_db)]:
     print(f"  dy/d{name}  {leaf.grad.item():+.10f}  {by_hand:+.10f}")
     assert np.isclose(leaf.grad.item(), by_hand, rtol=1e-12), (name, leaf.grad, by_hand)
-print("  they agree: autodiff is the chain rule, applied mechanically")
+    hand_diff = max(hand_diff, abs(leaf.grad.item() - by_hand))
+print(f"  they agree (largest difference {hand_diff:.1e}): autodiff is the chain rule, applied mechanically")
 
 
 # %% 2. The reused-node trap: b = a + a, c = b * b
@@ -130,9 +135,14 @@ print(f"  a = {a.item()}:  engine dc/da = {a.grad.item()},  by hand 8a = {8 * a.
 print(f"  dc/db = 2b = {dc_db} arrives twice at a; summed {dc_db} + {dc_db} = {2 * dc_db} (right),"
       f" overwritten {dc_db} (wrong by 2x)")
 assert a.grad.item() == 8 * a.item()
+first_grad = a.grad.item()
 c.backward()     # same graph, second sweep: leaves ADD into .grad (like PyTorch)
-print(f"  backward() again without zeroing: a.grad = {a.grad.item()} (accumulated);"
-      " training loops call zero_grad() every step")
+if a.grad.item() == 2 * first_grad:
+    print(f"  backward() again without zeroing: a.grad = {a.grad.item()} = {first_grad} + {first_grad} (accumulated);"
+          " training loops call zero_grad() every step")
+else:
+    print(f"  backward() again without zeroing: a.grad = {a.grad.item()}, not {first_grad} + {first_grad}: this engine"
+          " does not accumulate")
 
 
 # %% 3. Gradient checking: trust, but verify every backward
@@ -245,6 +255,12 @@ for step in range(steps + 1):
 with tv.no_grad():
     train_accuracy = float((model(X).numpy().argmax(axis=1) == y_np).mean())
 print(f"  final train accuracy {train_accuracy:.3f}, loss {losses[-1]:.4f}")
+coin_flip = np.log(2)   # the loss of p = 1/2 for both classes
+start = (f"starts at {losses[0]:.4f}, "
+         + (f"about ln 2 = {coin_flip:.4f} (a coin flip)" if abs(losses[0] - coin_flip) < 0.05
+            else f"not near ln 2 = {coin_flip:.4f} (a coin flip)"))
+end = f"falls to {losses[-1]:.4f}" if losses[-1] < losses[0] else f"does not fall: it ends at {losses[-1]:.4f}"
+print(f"  the loss {start}, and {end} after {steps} steps")
 
 
 # %% 5. Figures: decision boundary and loss curve

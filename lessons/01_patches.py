@@ -102,7 +102,7 @@ assert x.shape == (1, C, IMG, IMG), f"expected the photo as (1, 3, 224, 224), go
 
 
 # %% 1. The photograph cut into patches
-print("== 1. a 224 x 224 photograph cut into P x P patches, read in raster order")
+print(f"== 1. a {IMG} x {IMG} photograph cut into P x P patches, read in raster order")
 for P in (32, 16, 8):
     tokens = patchify(x, P)                                    # (1, N, C*P*P)
     g = IMG // P
@@ -148,8 +148,9 @@ plot_patch_grids("01_patch_grids.png")
 
 
 # %% 2. Tokens and attention pairs for a 224 px image
-print("\n== 2. patch size against sequence length: N = (224/P)^2 tokens, N^2 query-key pairs per layer")
+print(f"\n== 2. patch size against sequence length: N = ({IMG}/P)^2 tokens, N^2 query-key pairs per layer")
 print("      P   grid   tokens N   +cls   C*P*P      pairs N^2   pairs vs P=16   one attention map (float32)")
+n16 = patchify(x, 16).shape[1]          # the reference column: ViT-B/16's sequence
 table = {}
 for P in (32, 16, 14, 8):
     n = patchify(x, P).shape[1]          # counted by cutting the photograph, not by formula
@@ -157,11 +158,12 @@ for P in (32, 16, 14, 8):
     table[P] = n
     pairs = n * n
     print(f"    {P:3d}   {IMG // P:2d}x{IMG // P:<2d}   {n:8d}   {n + 1:4d}   {C * P * P:5d}   {pairs:11,d}"
-          f"   {pairs / 196 ** 2:13.2f}x   {pairs * 4 / 2 ** 20:8.2f} MiB per head, per layer, per image")
+          f"   {pairs / n16 ** 2:13.2f}x   {pairs * 4 / 2 ** 20:8.2f} MiB per head, per layer, per image")
 assert (table[32], table[16], table[14], table[8]) == (49, 196, 256, 784)
 for big, small in [(32, 16), (16, 8)]:
     assert table[small] == 4 * table[big] and table[small] ** 2 == 16 * table[big] ** 2
-print("  halving P (32 -> 16 -> 8): tokens x4, pairs x16. ViT-B/16 reads 196 patch tokens + 1 class token = 197.")
+print(f"  halving P (32 -> 16 -> 8): tokens x{table[16] // table[32]}, pairs x{table[16] ** 2 // table[32] ** 2}. "
+      f"ViT-B/16 reads {table[16]} patch tokens + 1 class token = {table[16] + 1}.")
 
 
 # %% 3. Patch embedding: a strided convolution is a flatten followed by one matmul
@@ -192,14 +194,16 @@ print("  the raw patch width C*P*P and the model width D are separate choices:")
 for name, width in [("ViT-Ti/16", 192), ("ViT-S/16", 384), ("ViT-B/16", 768), ("ViT-L/16", 1024)]:
     pe = PatchEmbed(IMG, P, C, width, seed=0)
     out_shape = pe(x.astype(np.float32)).shape
-    print(f"    {name:9s}: patches (1, 196, {C * P * P}) -> tokens {out_shape}, E has {pe.num_parameters():,} numbers")
-print(f"  ViT-B's 768 = {P}*{P}*{C} only by coincidence; ViT-L maps the same 768 numbers to 1024.")
+    print(f"    {name:9s}: patches (1, {table[P]}, {C * P * P}) -> tokens {out_shape}, "
+          f"E has {pe.num_parameters():,} numbers")
+print(f"  ViT-B's {D} = {P}*{P}*{C} only by coincidence; ViT-L maps the same {C * P * P} numbers to {width}.")
 
 
 # %% 4. Swap two patches: invisible without positions, visible with them
-print("\n== 4. the position-swap experiment: a tiny ViT (P = 32, 49 patch tokens + cls, D 64, 2 blocks), float64")
-P4 = 32
+P4, D4, DEPTH4 = 32, 64, 2
 g4 = IMG // P4
+print(f"\n== 4. the position-swap experiment: a tiny ViT (P = {P4}, {g4 * g4} patch tokens + cls, D {D4}, "
+      f"{DEPTH4} blocks), float64")
 patch_tokens = patchify(x, P4).numpy()                      # (1, 49, 3072): the pixels of every patch
 a, b = 3 * g4 + 2, 5 * g4 + 4                               # a lens of the glasses and a patch of the jacket
 swap = np.arange(g4 * g4)
@@ -211,14 +215,14 @@ shuffled = unpatchify(tv.Tensor(patch_tokens[:, shuffle]), P4, C, (g4, g4))
 
 def vit(pos_embed: str) -> ViT:
     """The same weights each time (same seed); only the position embedding differs."""
-    model = ViT(img_size=IMG, patch_size=P4, in_chans=C, num_classes=10, embed_dim=64, depth=2, num_heads=4,
+    model = ViT(img_size=IMG, patch_size=P4, in_chans=C, num_classes=10, embed_dim=D4, depth=DEPTH4, num_heads=4,
                 pos_embed=pos_embed, seed=int(rng_for(5).integers(2 ** 31)))
     return model.astype(np.float64)
 
 
 swap_diffs = {}
 print("  position   class token after the last block: max |change| (and / max |cls|)   logits: max |change|")
-print("  table      two patches swapped          all 49 shuffled                       swapped   shuffled")
+print(f"  table      two patches swapped          all {g4 * g4} shuffled                       swapped   shuffled")
 for pos_embed in ("none", "learn", "sincos"):
     model = vit(pos_embed)
     with tv.no_grad():
@@ -238,17 +242,22 @@ for pos_embed in ("none", "learn", "sincos"):
 assert min(swap_diffs["learn"] + swap_diffs["sincos"]) > 1e-6
 print(f"  without positions the patch outputs are the original's, reordered by the shuffle (max |difference| "
       f"{equivariance:.1e}),")
-print("  and the class token, a weighted sum over all of them, cannot tell the pictures apart. With a position")
-print("  table the change is small here only because this network is untrained: its table (std 0.02) and its")
-ratio = min(swap_diffs["learn"] + swap_diffs["sincos"]) / max(swap_diffs["none"])
-print(f"  block weights (std 0.02) are still tiny. Yet it is {ratio:.0e} times the changes of the first row, which")
-print("  are float64 rounding: summing the same numbers in another order.")
+print("  and the class token, a weighted sum over all of them, cannot tell the pictures apart (its changes, under")
+print("  1e-12, are float64 rounding: summing the same numbers in another order).")
+smallest_with_pos = min(swap_diffs["learn"] + swap_diffs["sincos"])
+largest_without = max(swap_diffs["none"])
+times = (f"{smallest_with_pos / largest_without:.0e} times the largest change without positions"
+         if largest_without > 0 else "against exactly 0 without positions")
+print(f"  With a position table the class token changes by at least {smallest_with_pos:.1e}, {times}.")
+if smallest_with_pos < 0.1:
+    print("  That it is still small comes from the untrained network: its table (std 0.02) and its block weights")
+    print("  (std 0.02) are tiny, so the position part of each token is small.")
 
 
 def plot_swap(name: str) -> None:
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.6))
-    images = [(x, "original"), (swapped, f"patches {a} and {b} swapped"), (shuffled, "all 49 patches shuffled")]
+    images = [(x, "original"), (swapped, f"patches {a} and {b} swapped"), (shuffled, f"all {g4 * g4} patches shuffled")]
     for k, (ax, (image, title)) in enumerate(zip(axes, images)):
         ax.imshow(image.numpy()[0].transpose(1, 2, 0))
         if k:
@@ -288,8 +297,9 @@ centre = 7 * gw + 7
 print(f"  cosine similarity of cell (7, 7) to (7, 8): {similarity[centre, centre + 1]:.3f}, to (9, 9): "
       f"{similarity[centre, 9 * gw + 9]:.3f}, to (0, 0): {similarity[centre, 0]:.3f}")
 long_waves = int((2 * np.pi / omega > 10 * gh).sum())
-print(f"  far cells stay similar (minimum {similarity.min():.2f}): {long_waves} of the {D5 // 4} frequencies have a "
-      f"wavelength 2 pi / w_k of more than 10 grid widths, so across the grid they barely turn")
+far_word = "stay similar" if similarity.min() > 0.5 else "can be dissimilar"
+print(f"  far cells {far_word} (minimum cosine similarity {similarity.min():.2f}): {long_waves} of the {D5 // 4} "
+      f"frequencies have a wavelength 2 pi / w_k of more than 10 grid widths, so across the grid they barely turn")
 
 
 def plot_similarity(name: str) -> None:

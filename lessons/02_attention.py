@@ -42,12 +42,14 @@ What to look at
     Section 3: four heads computed one by one from slices of attn.qkv, concatenated and projected,
                equal nn.MultiHeadAttention's output to ~1e-16.
     Section 4: 02_attention_maps.png: a one-block ViT learns "is the shape on the left or on the
-               right?" (only position answers that), and we draw where its class token looks. It
-               reads one or two patches of the object, not its outline, and spreads the rest thinly
-               over the background; the share of its attention on the object's patches is measured
-               (several times their share of the image). The same model without position embeddings
-               stays at chance (lesson 01, section 4): after a longer run (full mode) its class token
-               finds the object too, by colour, and still cannot say on which side it is.
+               right?" (only position answers that), and we draw where its class token looks. The
+               printed lines measure the share of its attention on the object's patches against
+               their share of the image, and how much of it goes to a single patch; they say what
+               this run's numbers show. In the full run it read one or two patches of the object,
+               not its outline, and spread the rest thinly over the background. The same model
+               without position embeddings should stay at chance (lesson 01, section 4); in the
+               full run its class token found the object too, by colour, and still could not say
+               on which side it is.
 
 Exercises
     1. Section 1 without the scaling: at which d does the softmax become effectively one-hot? Then
@@ -78,7 +80,7 @@ from tinyvision.data import batches, left_right_task
 from tinyvision.models import ViT
 from tinyvision.optim import AdamW, WarmupCosine
 
-from _common import one_blas_thread, parse_args, pyplot, save_figure
+from _common import accuracy_margin, compare, one_blas_thread, parse_args, pyplot, save_figure
 
 args = parse_args(__doc__)
 one_blas_thread()
@@ -147,8 +149,26 @@ for dim in (4, 64, 1024):
     print(f"   {dim:4d}   {row['std_raw']:8.2f}   {row['std_scaled']:17.2f}   {row['max_raw']:23.3f}  {row['max_scaled']:6.3f}"
           f"   {row['grad_raw']:24.4f}  {row['grad_scaled']:6.4f}")
 assert abs(scale_table[1024]["std_raw"] / 32 - 1) < 0.05 and abs(scale_table[1024]["std_scaled"] - 1) < 0.05
-print("  unscaled, the score spread grows like sqrt(d): at d = 1024 the softmax is almost one-hot and almost no")
-print("  gradient gets through it. Scaled, every width sees scores of std ~1 and the same softmax behaviour.")
+d_big = max(scale_table)
+big = scale_table[d_big]
+follows_sqrt = all(abs(r["std_raw"] / np.sqrt(dim) - 1) < 0.05 for dim, r in scale_table.items())
+spread = "grows like sqrt(d) (within 5%)" if follows_sqrt else "does not follow sqrt(d)"
+one_hot = ", almost one-hot," if big["max_raw"] > 0.9 else ""
+if big["grad_raw"] < big["grad_scaled"]:
+    gradient = f"is {big['grad_scaled'] / big['grad_raw']:.1f}x smaller than scaled"
+else:
+    gradient = "is not smaller than scaled"
+print(f"  unscaled, the score spread {spread}; at d = {d_big} the largest weight averages {big['max_raw']:.3f}"
+      f"{one_hot} and the softmax gradient {gradient}.")
+scaled_std = [r["std_scaled"] for r in scale_table.values()]
+scaled_top = [r["max_scaled"] for r in scale_table.values()]
+if all(abs(s - 1) < 0.05 for s in scaled_std):
+    std_words = "every width sees scores of std ~1 (within 5%)"
+else:
+    std_words = "the score std is not ~1 at every width"
+top_words = "and" if max(scaled_top) - min(scaled_top) < 0.05 else "yet"
+print(f"  scaled, {std_words}, {top_words} the largest weight ranges from {min(scaled_top):.3f} "
+      f"to {max(scaled_top):.3f}.")
 
 
 # %% 2. Bidirectional (encoder) against causal (decoder) attention
@@ -178,8 +198,9 @@ assert np.allclose(np.triu(mask_weights["causal"], 1), 0) and np.allclose(mask_w
 print(f"  causal: tokens 0..{changed_from - 1} change by exactly {causal_effect} (their weights on keys >= "
       f"{changed_from} are exp(-inf) = 0);")
 print(f"  bidirectional: by up to {bidirectional_effect:.2f}. A ViT is an encoder: each patch reads the whole image.")
-print("  Under the causal mask token 0 reads only itself (weight 1) and only the LAST token reads the whole")
-print("  sequence, which is why a causal text tower (CLIP's) takes its summary from the last, end-of-text token.")
+print(f"  Under the causal mask token 0 reads only itself (weight {mask_weights['causal'][0, 0]:.2f}) and only the")
+print("  LAST token reads the whole sequence, which is why a causal text tower (CLIP's) takes its summary from")
+print("  the last, end-of-text token.")
 
 
 def plot_masks(name: str) -> None:
@@ -236,8 +257,10 @@ assert multihead_diff < 1e-12
 print("  where token 0 of image 0 looks, per head (its largest weight and which key):")
 for i, a in enumerate(head_weights):
     print(f"    head {i}: key {a[0, 0].argmax()} with weight {a[0, 0].max():.2f}")
-print(f"  parameters: qkv {mha.qkv.weight.shape} + proj {mha.proj.weight.shape} (+ biases) = "
-      f"{mha.num_parameters():,}, the same for h = 1, 2, 4 or 8 heads; only the slicing changes.")
+per_heads = {heads: nn.MultiHeadAttention(D3, heads, seed=0).num_parameters() for heads in (1, 2, 4, 8)}
+print(f"  parameters: qkv {mha.qkv.weight.shape} + proj {mha.proj.weight.shape} (+ biases) = {mha.num_parameters():,}; "
+      f"for h = {', '.join(map(str, per_heads))} heads: {', '.join(f'{p:,}' for p in per_heads.values())}"
+      + ("; only the slicing changes." if len(set(per_heads.values())) == 1 else "."))
 
 
 # %% 4. Attention maps of a tiny ViT trained where position decides the label
@@ -318,16 +341,34 @@ print(f"  the object covers {object_share:.1%} of the patches; the class token's
       f"{n_test} test images:")
 print(f"    with positions {on_object:.1%} ({on_object / object_share:.1f}x uniform), without positions "
       f"{on_object_nopos:.1%} ({on_object_nopos / object_share:.1f}x); on the class token itself {on_itself:.1%}")
-if on_object_nopos / object_share < 2:
-    print("  without positions nothing the class token could read tells left from right, so that model stays at")
-    print("  chance and its attention never learned to single out the object: it stays close to uniform.")
+chance, margin = 0.5, accuracy_margin(n_test)
+print(f"  test accuracy ({margin:.3f} is about two standard errors on {n_test} images): "
+      + compare("with positions", vit_accuracy, "without positions", nopos_accuracy, margin))
+if abs(nopos_accuracy - chance) <= margin:
+    print(f"  without positions the model is within {margin:.3f} of chance ({nopos_accuracy:.3f} against {chance}): "
+          "nothing its class token can read tells left from right.")
+    if on_object_nopos / object_share < 2:
+        print("  Its attention never learned to single out the object: it stays close to uniform.")
+    else:
+        print("  Its class token still finds the coloured patches (by content), but what it reads from them is the")
+        print("  same on the left and on the right.")
 else:
-    print("  without positions the class token can still find the coloured patches (by content), but what it reads")
-    print("  from them is the same on the left and on the right, so that model stays at chance.")
-print(f"  with positions the most-attended patch lies on the object in {top_on_object:.0%} of the test images, and")
-print(f"  {one_patch_share:.0%} of the attention on the object goes to its single most-attended patch: the class")
-print("  token reads a patch of the object, not its outline. That is enough to answer left or right; an attention")
-print("  map shows what a model reads, not a segmentation. The rest is spread thinly over the background.")
+    print(f"  without positions the model reaches {nopos_accuracy:.3f}, more than {margin:.3f} from chance: with no")
+    print("  positions its output depends only on the set of patch contents, so here those contents carry a hint")
+    print("  of the side.")
+print(f"  with positions the most-attended patch lies on the object in {top_on_object:.0%} of the test images, and"
+      f" {one_patch_share:.0%} of the attention on the object goes to its single most-attended patch:")
+print("  the class token reads " + ("mostly one patch of the object, not its outline." if one_patch_share > 0.5
+                                    else "several patches of the object, no single one dominating."))
+if vit_accuracy > chance + margin:
+    print(f"  That is enough to answer left or right (accuracy {vit_accuracy:.3f}); an attention map shows what a model"
+          " reads, not a segmentation.")
+else:
+    print(f"  This model has not learned the task (accuracy {vit_accuracy:.3f}), so its map means little yet.")
+background = 1 - on_object - on_itself
+per_patch = background / (1 - object_share)         # of uniform attention, per background patch
+print(f"  The remaining {background:.1%} goes to the background patches, {per_patch:.2f}x uniform per patch"
+      + (" (thinly spread)." if per_patch < 1 else "."))
 
 
 def plot_attention_maps(name: str, n_show: int = 8) -> None:

@@ -19,15 +19,19 @@ The idea
     3. Patch size. Halving the patch size multiplies the tokens by 4 and the attention pairs by
        16. What does that buy in accuracy, and what does it cost in time?
     4. Tiny objects. A patch embedding is one linear map of all the pixels of a patch. An object much
-       smaller than the patch is a small part of that vector; with a narrow model some of it is lost.
+       smaller than the patch is a small part of that vector; with a narrow model some of it may be
+       lost. The run measures whether it is, at its own budget.
     5. Resolution. A learned position table has one row per patch slot of the training grid. A larger
        image has more slots; the table is resampled on its 2-D grid (ViT sec. 3.2) so the model can
        run at all, then a short fine-tune adapts it.
 
 What to look at
-    The printed tables, and in lessons/out/: 03_training.png (loss and test accuracy),
-    03_data_hunger.png (ViT vs CNN as the training set grows), 03_patch_size.png (accuracy and
-    time per step for each patch size), 03_tiny_objects.png (examples and accuracy per patch size).
+    The printed tables and the sentences under them, which are computed from this run's numbers
+    (two accuracies closer than about two standard errors are called "about equal"; --quick trains
+    for seconds on a slice, so its sentences often report ties or no trend). In lessons/out/:
+    03_training.png (loss and test accuracy), 03_data_hunger.png (ViT vs CNN as the training set
+    grows), 03_patch_size.png (accuracy and time per step for each patch size), 03_tiny_objects.png
+    (examples and accuracy per patch size).
 
 Exercises
     1. Train with init="timm" (std 0.02) instead of init="xavier". What happens in the first
@@ -35,7 +39,8 @@ Exercises
     2. Remove the random shifts (augment=None). Which gets worse, train or test accuracy? Why does
        augmentation matter more for the ViT than for the CNN?
     3. Replace global_pool="avg" by a class token (class_token=True, global_pool="token").
-    4. In the tiny-object experiment, double the width D. Does the largest patch size recover?
+    4. In the tiny-object experiment, double the width D. How does the accuracy of the largest
+       patch size change?
 """
 # %% Imports and the command line
 from __future__ import annotations
@@ -43,14 +48,12 @@ from __future__ import annotations
 import json
 import time
 
-import numpy as np
-
 import tinyvision as tv
 from tinyvision.data import load_digits, random_shift, tiny_object_task
 from tinyvision.models import SmallCNN, ViT
 from tinyvision.training import accuracy, train_classifier
 
-from _common import one_blas_thread, parse_args, pyplot, save_figure
+from _common import accuracy_margin, compare, one_blas_thread, parse_args, pyplot, save_figure, trend
 
 args = parse_args(__doc__)
 one_blas_thread()  # small matrices: one BLAS thread is as fast, and immune to a busy machine
@@ -74,6 +77,9 @@ if QUICK:  # a slice of the data: CI checks that everything runs, not the final 
     x_train, y_train, x_test, y_test = x_train[:300], y_train[:300], x_test[:200], y_test[:200]
 print(f"digits: {len(x_train)} train / {len(x_test)} test images of 1x{IMG}x{IMG}, 10 classes"
       f"{' (quick: a slice)' if QUICK else ''}")
+# Two test accuracies closer than this are reported as about equal (two standard errors, at worst).
+margin = accuracy_margin(len(x_test))
+print(f"  accuracies on {len(x_test)} test images within {margin:.3f} of each other count as about equal")
 
 # %% 1. Train the ViT
 epochs = 3 if QUICK else 60
@@ -119,10 +125,20 @@ for n in sizes:
     hunger["cnn"].append(c)
     print(f"  {n:6d}  {v:7.3f}  {c:7.3f}")
 print(f"  (ViT {vit_params:,} parameters, CNN {cnn_params:,})")
+for i in (0, -1):
+    print(f"  {sizes[i]} images: {compare('the CNN', hunger['cnn'][i], 'the ViT', hunger['vit'][i], margin)}")
+TREND_WORDS = {"rises": "rises", "falls": "falls", "flat": f"stays within {margin:.3f}", "mixed": "goes up and down"}
+print(f"  from {sizes[0]} to {sizes[-1]} images the ViT's accuracy {TREND_WORDS[trend(hunger['vit'], margin)]}, "
+      f"the CNN's {TREND_WORDS[trend(hunger['cnn'], margin)]}")
 gap_small = hunger["cnn"][0] - hunger["vit"][0]
 gap_large = hunger["cnn"][-1] - hunger["vit"][-1]
-print(f"  CNN minus ViT: {gap_small:+.3f} with {sizes[0]} images, {gap_large:+.3f} with {sizes[-1]}: "
-      + ("the gap closes as data grows." if gap_small > gap_large else "no closing gap at these sizes."))
+if gap_large < gap_small - margin:
+    gap_verdict = "the difference moves in the ViT's favour as the data grows."
+elif gap_large > gap_small + margin:
+    gap_verdict = "the difference moves in the CNN's favour as the data grows."
+else:
+    gap_verdict = f"it changes by less than {margin:.3f}: no trend in the gap at these sizes."
+print(f"  CNN minus ViT: {gap_small:+.3f} with {sizes[0]} images, {gap_large:+.3f} with {sizes[-1]}: {gap_verdict}")
 fig, ax = plt.subplots(figsize=(5, 3.5))
 ax.plot(sizes, hunger["vit"], "o-", label="ViT")
 ax.plot(sizes, hunger["cnn"], "s-", label="small CNN")
@@ -144,11 +160,20 @@ for p in patch_sizes:
     ablation["accuracy"].append(accuracy(model, x_test, y_test))
     ablation["ms_per_step"].append(1000 * h.seconds / len(h.loss))
     print(f"  {p:5d}  {tokens:6d}  {tokens ** 2:6d}  {ablation['accuracy'][-1]:8.3f}  {ablation['ms_per_step'][-1]:7.1f}")
-cost = ablation["ms_per_step"][0] / ablation["ms_per_step"][-1]
-best = patch_sizes[int(np.argmax(ablation["accuracy"]))]
-print(f"  patch {patch_sizes[0]} costs {cost:.0f}x more per step than patch {patch_sizes[-1]}; after the same "
-      f"{p_epochs} epochs the best is patch {best}. More, smaller tokens give the model finer detail but a larger "
-      "attention problem to learn from the same 1,438 images: at a fixed budget, detail is not free.")
+fine, coarse = patch_sizes[0], patch_sizes[-1]
+ms, acc = ablation["ms_per_step"], ablation["accuracy"]
+cost = ms[0] / ms[-1]
+speed = compare(f"patch {coarse}", ms[-1], f"patch {fine}", ms[0], higher_is_better=False, verb="is faster than",
+                fmt=".1f", unit=" ms")
+print(f"  time per step: {speed} ({cost:.1f}x)")
+rival = max(range(1, len(patch_sizes)), key=lambda i: acc[i])   # the most accurate of the larger patches
+print(f"  accuracy after {p_epochs} epochs: "
+      f"{compare(f'patch {fine}', acc[0], f'patch {patch_sizes[rival]}', acc[rival], margin)}")
+if acc[0] > acc[rival] + margin:
+    print(f"  here the finer detail of patch {fine} was worth its {cost:.1f}x time per step.")
+else:
+    print(f"  more, smaller tokens give the model finer detail but a larger attention problem to learn from the "
+          f"same {len(x_train):,} images: at this fixed budget, patch {fine}'s detail bought no accuracy.")
 fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
 a1.plot(patch_sizes, ablation["accuracy"], "o-")
 a1.set(xlabel="patch size (px)", ylabel="test accuracy", xticks=patch_sizes, title="accuracy")
@@ -167,21 +192,35 @@ TINY = dict(img_size=canvas, in_chans=3, num_classes=3, embed_dim=32, depth=2, n
 print(f"\n== 4. tiny objects: a {obj}x{obj} circle, square or triangle anywhere on a {canvas}x{canvas} canvas; "
       f"D {TINY['embed_dim']}, {t_epochs} epochs")
 tiny = {"patch": [4, 8, 16], "accuracy": []}
+tiny_chance = 1 / TINY["num_classes"]
 for p in tiny["patch"]:
     model = ViT(**TINY, patch_size=p, seed=args.seed)
     train_classifier(model, xs_train, ys_train, epochs=t_epochs, seed=args.seed, **RECIPE)
     tiny["accuracy"].append(accuracy(model, xs_test, ys_test))
     print(f"  patch {p:2d}: object covers {obj * obj / (p * p):6.1%} of its patch's pixels, "
-          f"{(canvas // p) ** 2:3d} tokens, test accuracy {tiny['accuracy'][-1]:.3f} (chance 0.333)")
-print(f"  accuracy {tiny['accuracy'][0]:.3f} -> {tiny['accuracy'][-1]:.3f} as the patch grows from {tiny['patch'][0]} to "
-      f"{tiny['patch'][-1]} px: one linear map squeezes a {tiny['patch'][-1]}x{tiny['patch'][-1]}x3 patch into "
-      f"{TINY['embed_dim']} numbers, and a {obj}-pixel shape anywhere inside it is a small part of what they must keep.")
+          f"{(canvas // p) ** 2:3d} tokens, test accuracy {tiny['accuracy'][-1]:.3f} (chance {tiny_chance:.3f})")
+tiny_margin = accuracy_margin(n_tiny[1])
+first, last, p_big = tiny["accuracy"][0], tiny["accuracy"][-1], tiny["patch"][-1]
+growth = f"{first:.3f} -> {last:.3f} as the patch grows from {tiny['patch'][0]} to {p_big} px"
+tiny_trend = trend(tiny["accuracy"], tiny_margin)
+if max(abs(a - tiny_chance) for a in tiny["accuracy"]) <= tiny_margin:
+    print(f"  every patch size is within {tiny_margin:.3f} of chance ({growth}): at this budget the model has not "
+          "learned the task, so the patch size cannot show its effect.")
+elif tiny_trend == "falls":
+    print(f"  accuracy falls, {growth}: one linear map squeezes a {p_big}x{p_big}x3 patch into {TINY['embed_dim']} "
+          f"numbers, and a {obj}x{obj} shape anywhere inside it is a small part of what they must keep.")
+elif tiny_trend == "rises":
+    print(f"  accuracy rises, {growth}: at this budget the larger patches did not lose the small object.")
+elif tiny_trend == "flat":
+    print(f"  accuracy stays within {tiny_margin:.3f}, {growth}: no measurable effect of the patch size here.")
+else:
+    print(f"  accuracy goes up and down ({', '.join(f'{a:.3f}' for a in tiny['accuracy'])}): no trend to read.")
 fig, axes = plt.subplots(1, 4, figsize=(11, 2.8))
 for i in range(3):
     axes[i].imshow(xs_test[i].transpose(1, 2, 0))
     axes[i].set(title=["circle", "square", "triangle"][ys_test[i]], xticks=[], yticks=[])
 axes[3].plot(tiny["patch"], tiny["accuracy"], "o-")
-axes[3].axhline(1 / 3, ls="--", c="grey")
+axes[3].axhline(tiny_chance, ls="--", c="grey")
 axes[3].set(xlabel="patch size", ylabel="test accuracy", xticks=tiny["patch"], title="tiny-object accuracy")
 save_figure(fig, args.out, "03_tiny_objects.png")
 
@@ -206,8 +245,11 @@ train_classifier(vit, x_big_train, y_train, epochs=ft_epochs, augment=None, seed
 after_finetune = accuracy(vit, x_big_test, y_test)
 print(f"  accuracy at {IMG}x{IMG}: {before:.3f}; at {big}x{big} with the bicubic-resampled table: {after:.3f}; "
       f"after {ft_epochs} fine-tuning epochs at {big}x{big}: {after_finetune:.3f}")
-print("  (the patch size stays 4 px, so each patch now holds a quarter of the stroke it held before:"
-      " the resampled table lets the model run; the fine-tune adapts the patch embedding)")
+print(f"  the resampled table lets the model run at {big}x{big}: "
+      f"{compare(f'the model at {big}x{big}', after, f'the model at {IMG}x{IMG}', before, margin)}")
+print(f"  after fine-tuning: {compare('the fine-tuned model', after_finetune, 'the resampled one', after, margin)}")
+print(f"  (the patch size stays {PATCH} px, so each patch now covers {(IMG / big) ** 2:.0%} of the digit area it "
+      "covered before; the fine-tune lets the patch embedding adapt to that)")
 
 # %% Result
 print("result: " + json.dumps({

@@ -24,7 +24,8 @@ The idea
        measures what that is worth here.
 
 What to look at
-    The printed trace of the online softmax; the equality checks; lessons/out/10_memory.png
+    The printed trace of the online softmax; the equality checks (each prints its largest
+    difference); lessons/out/10_memory.png
     (bytes of working memory against N, dense vs tiled, log-log); the timing table (medians, measured
     side by side, with n/a where an implementation cannot run here, e.g. GPU kernels without a GPU).
 
@@ -50,7 +51,7 @@ import tinyvision.ops as F
 from tinyvision import kernels
 from tinyvision.kernels.flash_reference import attention_memory_bytes, flash_backward, flash_forward
 
-from _common import one_blas_thread, parse_args, pyplot, save_figure
+from _common import compare, one_blas_thread, parse_args, pyplot, save_figure
 
 args = parse_args(__doc__, cpu_only="this lesson compares the CPU kernels; the GPU ones are timed by "
                                      "python -m tinyvision.bench --gpu")
@@ -89,10 +90,12 @@ with kernels.use("numpy"):
     out, p = F.scaled_dot_product_attention(*dense, mask=keep, return_weights=True)
 do = rng.standard_normal(out.shape)
 out.backward(do)
-print(f"\n== 2. dense vs tiled attention: BH {bh}, N {n} (not a multiple of the blocks), d {d}, causal mask "
-      "with one fully masked row, float64")
+blocks = [(1, 1), (5, 7), (16, 16), (64, 64)]
+ragged = sorted({b for pair in blocks for b in pair if n % b})   # block sizes that leave a partial last block
+print(f"\n== 2. dense vs tiled attention: BH {bh}, N {n} (not a multiple of {', '.join(map(str, ragged))}), d {d}, "
+      "causal mask with one fully masked row, float64")
 diffs = {}
-for bq, bk in [(1, 1), (5, 7), (16, 16), (64, 64)]:
+for bq, bk in blocks:
     o, lse = flash_forward(q, k, v, keep=keep, block_q=bq, block_k=bk)
     dq, dk, dv = flash_backward(q, k, v, o, lse, do, keep=keep, block_q=bq, block_k=bk)
     diff = max(np.abs(o - out.numpy()).max(), *(np.abs(a - t.grad).max() for a, t in zip((dq, dk, dv), dense)))
@@ -101,23 +104,33 @@ for bq, bk in [(1, 1), (5, 7), (16, 16), (64, 64)]:
 s = np.where(keep, (q @ k.transpose(0, 2, 1)) / math.sqrt(d), -np.inf)   # the masked scores
 row_lse = F.logsumexp(tv.Tensor(s), axis=-1).numpy()                       # -inf for the masked row
 finite = np.isfinite(row_lse)
-print(f"  L = m + log l equals the row logsumexp: max difference {np.abs(lse[finite] - row_lse[finite]).max():.2e}; "
+EQUAL = 1e-12   # float64: anything closer is rounding
+
+
+def equals(diff: float) -> str:
+    return "equals" if diff < EQUAL else "does NOT equal"
+
+
+lse_diff = float(np.abs(lse[finite] - row_lse[finite]).max())
+print(f"  L = m + log l {equals(lse_diff)} the row logsumexp: max difference {lse_diff:.2e}; "
       f"the masked row: output {np.abs(o[:, 5]).max():.1f}, L {lse[0, 5]}")
 D_out = (do * out.numpy()).sum(-1)
 dP = do @ v.transpose(0, 2, 1)
-print(f"  D = rowsum(dO * O) equals rowsum(P * dP): max difference {np.abs(D_out - (p * dP).sum(-1)).max():.2e}")
+D_diff = float(np.abs(D_out - (p * dP).sum(-1)).max())
+print(f"  D = rowsum(dO * O) {equals(D_diff)} rowsum(P * dP): max difference {D_diff:.2e}")
 
 # %% 3. Memory against sequence length
 ns = [2 ** i for i in range(7, 15)]
-dense_mb = [attention_memory_bytes(n_, 64, 64, naive=True) / 2 ** 20 for n_ in ns]
-tiled_mb = [attention_memory_bytes(n_, 64, 64, naive=False) / 2 ** 20 for n_ in ns]
-print("\n== 3. working memory per head beyond Q, K, V, O (float32, d 64, tiles of 64)")
+HEAD_DIM, TILE = 64, 64
+dense_mb = [attention_memory_bytes(n_, HEAD_DIM, TILE, naive=True) / 2 ** 20 for n_ in ns]
+tiled_mb = [attention_memory_bytes(n_, HEAD_DIM, TILE, naive=False) / 2 ** 20 for n_ in ns]
+print(f"\n== 3. working memory per head beyond Q, K, V, O (float32, d {HEAD_DIM}, tiles of {TILE})")
 for n_, a, b in zip(ns, dense_mb, tiled_mb):
     print(f"  N {n_:6d}: dense {a:10.2f} MiB   tiled {b:6.3f} MiB")
 plt = pyplot()
 fig, ax = plt.subplots(figsize=(5.5, 3.6))
 ax.loglog(ns, dense_mb, "o-", label="dense: the N x N scores, O(N^2)")
-ax.loglog(ns, tiled_mb, "s-", label="tiled: one 64 x 64 tile, O(1) per head")
+ax.loglog(ns, tiled_mb, "s-", label=f"tiled: one {TILE} x {TILE} tile, O(1) per head")
 ax.set(xlabel="sequence length N", ylabel="MiB per head", title="attention working memory")
 ax.legend()
 save_figure(fig, args.out, "10_memory.png")
@@ -129,6 +142,11 @@ print("\n== 4. timings on this machine")
 print(header())
 results = bench_ops(quick=QUICK, repeats=3 if QUICK else 7)
 ratios = {f"{op} {shape}": round(v["numpy"] / v["numba"], 2) for (op, shape), v in results.items() if "numba" in v}
+for (op, shape), v in results.items():
+    if "numba" in v:
+        numba_ms, numpy_ms = 1000 * v["numba"], 1000 * v["numpy"]   # medians; within 10% counts as a tie
+        print(f"  {op} {shape}: " + compare("numba", numba_ms, "numpy", numpy_ms, margin=0.1 * numpy_ms,
+                                            higher_is_better=False, verb="is faster than", fmt=".2f", unit=" ms"))
 
 print("result: " + json.dumps({"lesson": "10_kernels", "quick": QUICK, "seed": args.seed,
               "tiled_equals_dense_max_diff": max(diffs.values()),

@@ -1,8 +1,10 @@
 """Attention test cases and the float64 oracle, shared by every attention kernel's tests.
 
-attention_cases draws q, k, v, dO (non-contiguous half the time), a mask kind (none, causal, random,
-whole rows masked; causal also with Nq != Nk), keep in each accepted shape, and a scale.
-dense_attention is the oracle: the dense NumPy op and its autograd gradients in float64.
+attention_cases draws q, k, v, dO (non-contiguous about half the time: transposed or strided views), a
+mask kind (none, causal, random, whole rows masked; causal also with Nq != Nk), keep in each accepted
+shape and layout, and a scale.
+dense_attention is the oracle: the dense NumPy op and its autograd gradients in float64, given the
+causal rule as an explicit mask written out here (visible), never taken from the code under test.
 """
 import numpy as np
 from hypothesis import strategies as st
@@ -10,8 +12,7 @@ from hypothesis import strategies as st
 import tinyvision as tv
 import tinyvision.ops as F
 from tinyvision import kernels
-from tinyvision.kernels.flash_reference import is_visible
-from strategies import arrays
+from strategies import arrays, cast_keeping_strides
 
 TOL = {np.float64: dict(rtol=1e-9, atol=1e-11), np.float32: dict(rtol=2e-4, atol=2e-5)}
 
@@ -35,11 +36,28 @@ def assert_close(name, got, want, dtype=np.float64):
                              f"expected {want[finite][worst]!r}), tolerance {TOL[dtype]}")
 
 
+def causal_visible(nq, nk):
+    """(Nq, Nk) bool, the causal rule aligned at the bottom right (flash-attn's convention, and the one
+    flash_reference.py and ops/attention.py document): query i sees key j iff j <= i + (Nk - Nq), so the
+    last query sees every key and each earlier one a key fewer. That is the lower triangle of the
+    (Nq, Nk) matrix with its diagonal moved Nk - Nq to the right: np.tril keeps j - i <= Nk - Nq."""
+    return np.tril(np.ones((nq, nk), bool), k=nk - nq)
+
+
+def visible(case):
+    """keep & the causal rule: where each query may attend, (Nq, Nk) or (1 | BH, Nq, Nk)."""
+    nq, nk = case["q"].shape[1], case["k"].shape[1]
+    rule = causal_visible(nq, nk) if case["causal"] else np.ones((nq, nk), bool)
+    return rule if case["keep"] is None else rule & case["keep"]
+
+
 def dense_attention(case):
-    """(o, (dq, dk, dv)) from the dense NumPy op and autograd, float64 — the oracle."""
+    """(o, (dq, dk, dv)) from the dense NumPy op and autograd, float64 — the oracle.
+
+    The causal rule goes in as part of the mask (visible), so the op's own causal code is not trusted here."""
     with kernels.use("numpy"):
         q, k, v = (tv.Tensor(case[n].astype(np.float64), requires_grad=True) for n in "qkv")
-        out = F.scaled_dot_product_attention(q, k, v, mask=case["keep"], causal=case["causal"], scale=case["scale"])
+        out = F.scaled_dot_product_attention(q, k, v, mask=visible(case), causal=False, scale=case["scale"])
         out.backward(case["do"].astype(np.float64))
     return out.numpy(), (q.grad, k.grad, v.grad)
 
@@ -48,15 +66,14 @@ def masked_scores(case):
     """S = tau Q K^T with -inf where the query may not attend (dense, float64)."""
     q, k = case["q"].astype(np.float64), case["k"].astype(np.float64)
     tau = 1 / np.sqrt(q.shape[-1]) if case["scale"] is None else case["scale"]
-    nq, nk = q.shape[1], k.shape[1]
-    keep = is_visible(np.arange(nq)[:, None], np.arange(nk)[None, :], nq, nk, case["causal"])
-    if case["keep"] is not None:
-        keep = keep & case["keep"]
-    return np.where(keep, tau * q @ k.swapaxes(1, 2), -np.inf)
+    return np.where(visible(case), tau * q @ k.swapaxes(1, 2), -np.inf)
 
 
 def as_dtype(case, dtype):
-    return {n: (a.astype(dtype) if isinstance(a, np.ndarray) and a.dtype != bool else a) for n, a in case.items()}
+    """The case with its float arrays copied to `dtype`, each with its own strides: astype would pack a
+    strided view, and no kernel would ever see one."""
+    return {n: (cast_keeping_strides(a, dtype) if isinstance(a, np.ndarray) and a.dtype != bool else a)
+            for n, a in case.items()}
 
 
 MASKS = ["none", "causal", "random", "random+causal", "masked rows", "masked rows+causal"]
@@ -76,6 +93,8 @@ def attention_cases(draw, max_bh=3, max_n=40, head_dims=(1, 3, 8, 16), masks=tup
         if kind.startswith("masked rows"):
             keep[:, rng.random(nq) < 0.4] = False          # whole rows: nothing to attend to
         keep = keep[0] if keep.shape[0] == 1 and draw(st.booleans()) else keep   # (Nq, Nk) or (1|BH, Nq, Nk)
+        if draw(st.booleans()):                            # the same mask as a transposed (column-major) view
+            keep = np.ascontiguousarray(keep.swapaxes(-1, -2)).swapaxes(-1, -2)
     return dict(q=draw(arrays((bh, nq, d))), k=draw(arrays((bh, nk, d))), v=draw(arrays((bh, nk, dv))),
                 do=draw(arrays((bh, nq, dv))), keep=keep, causal=kind.endswith("causal"),
                 scale=draw(st.sampled_from([None, None, 0.3, 2.0])))

@@ -357,7 +357,7 @@ def test_recall_rejects_bad_input():
         recall_at_k(np.zeros((2, 3)))
     with pytest.raises(ValueError, match="no relevant item"):
         recall_at_k(np.zeros((2, 2)), np.array([[True, False], [False, False]]))
-    with pytest.raises(ValueError, match="positive integer"):
+    with pytest.raises(ValueError, match=r"ks\[0\] must be an int >= 1, got 0"):
         recall_at_k(np.eye(2), ks=(0,))
     with pytest.raises(ValueError, match=r"\(2, 3\)"):
         recall_at_k(np.zeros((2, 3)), np.ones((3, 2), dtype=bool))

@@ -153,5 +153,5 @@ def test_trunc_normal_with_hopeless_bounds_raises_instead_of_looping():
 
 
 def test_dropout_layer_needs_a_seed():
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"__init__\(\) missing 1 required keyword-only argument: 'seed'"):
         nn.Dropout(0.5)

@@ -22,7 +22,7 @@ from tinyvision import kernels
 from tinyvision.kernels import attention_numba
 from tinyvision.kernels.flash_reference import (attention_memory_bytes, flash_backward, flash_forward, is_visible,
                                                 key_end, query_start)
-from attention_cases import as_dtype, assert_close, attention_cases, dense_attention, masked_scores
+from attention_cases import as_dtype, assert_close, attention_cases, causal_visible, dense_attention, masked_scores
 
 
 def run_reference(case, block_q=16, block_k=16):
@@ -141,10 +141,27 @@ def test_causal_backward_never_reads_queries_left_of_a_key_block(impl):
     assert_close(f"{impl} dV of keys 8..", dv[:, 8:], want_dv[:, 8:])
 
 
+def test_causal_rule_written_out_in_the_tests_is_bottom_right_aligned():
+    """The tests' own rule (attention_cases.causal_visible) on shapes worked by hand."""
+    np.testing.assert_array_equal(causal_visible(3, 3), [[1, 0, 0], [1, 1, 0], [1, 1, 1]])
+    np.testing.assert_array_equal(causal_visible(2, 4), [[1, 1, 1, 0], [1, 1, 1, 1]])    # Nq < Nk: shifted right
+    np.testing.assert_array_equal(causal_visible(4, 2), [[0, 0], [0, 0], [1, 0], [1, 1]])  # Nq > Nk: top rows see nothing
+
+
+@given(st.integers(1, 12), st.integers(1, 12), st.booleans())
+def test_is_visible_equals_the_written_out_rule(nq, nk, causal):
+    """flash_reference.is_visible, on scalars (as the kernels call it) and on index arrays, equals the tests' rule."""
+    want = causal_visible(nq, nk) if causal else np.ones((nq, nk), bool)
+    scalars = np.array([[bool(is_visible(i, j, nq, nk, causal)) for j in range(nk)] for i in range(nq)])
+    np.testing.assert_array_equal(scalars, want)
+    on_arrays = is_visible(np.arange(nq)[:, None], np.arange(nk)[None, :], nq, nk, causal)   # broadcasts i against j
+    np.testing.assert_array_equal(np.broadcast_to(on_arrays, (nq, nk)), want)
+
+
 @given(st.integers(1, 12), st.integers(1, 12), st.booleans())
 def test_causal_index_helpers_match_brute_force(nq, nk, causal):
-    """key_end and query_start give exactly the keys / queries is_visible allows, nothing skipped wrongly."""
-    seen = np.array([[bool(is_visible(i, j, nq, nk, causal)) for j in range(nk)] for i in range(nq)])
+    """key_end and query_start give exactly the keys / queries the causal rule allows, nothing skipped wrongly."""
+    seen = causal_visible(nq, nk) if causal else np.ones((nq, nk), bool)
     for q_end in range(1, nq + 1):
         visible_keys = np.flatnonzero(seen[:q_end].any(axis=0))
         assert key_end(q_end, nq, nk, causal) == (visible_keys.max() + 1 if visible_keys.size else 0)
@@ -185,6 +202,40 @@ def test_numba_attention_equals_reference_for_head_dims_8_64_128(dtype, d, case)
     for name in ("q", "k"):                                    # widen the head dim, keep everything else
         case[name] = rng.standard_normal(case[name].shape[:2] + (d,))
     check_numba_equals_reference(dtype, case, 16)
+
+
+def as_strided_views(case):
+    """The same values as views the kernels must not read as packed memory: q column-major over (N, d),
+    k every other row and v every other column of a larger array (the skipped entries NaN), dO with
+    its BH axis reversed (a negative stride), keep transposed."""
+    def every_other(a, axis):
+        padded = np.full(a.shape[:axis] + (2 * a.shape[axis],) + a.shape[axis + 1:], np.nan, a.dtype)
+        view = padded[(slice(None),) * axis + (slice(None, None, 2),)]
+        view[...] = a
+        return view
+    views = dict(case, q=np.ascontiguousarray(case["q"].swapaxes(1, 2)).swapaxes(1, 2), k=every_other(case["k"], 1),
+                 v=every_other(case["v"], 2), do=np.ascontiguousarray(case["do"][::-1])[::-1])
+    if case["keep"] is not None:
+        views["keep"] = np.ascontiguousarray(case["keep"].swapaxes(-1, -2)).swapaxes(-1, -2)
+    return views
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("causal, mask", [(False, False), (True, False), (False, True), (True, True)])
+def test_numba_attention_reads_strided_and_transposed_views_by_their_strides(dtype, causal, mask):
+    """Views in, the same bits out as from packed copies, and the reference's values."""
+    rng = np.random.default_rng(6)
+    bh, nq, nk, d, dv = 2, 9, 13, 5, 3
+    keep = rng.random((nq, nk)) < 0.7 if mask else None
+    case = as_dtype(dict(q=rng.standard_normal((bh, nq, d)), k=rng.standard_normal((bh, nk, d)),
+                         v=rng.standard_normal((bh, nk, dv)), do=rng.standard_normal((bh, nq, dv)),
+                         keep=keep, causal=causal, scale=None), dtype)
+    views = as_strided_views(case)
+    assert not any(views[n].flags.c_contiguous for n in ("q", "k", "v", "do")), "the views must not be C-contiguous"
+    check_numba_equals_reference(dtype, views, (4, 5))
+    got, want = run_kernel(attention_numba, views, (4, 5)), run_kernel(attention_numba, case, (4, 5))
+    for name, a, b in zip(("O", "L", "dQ", "dK", "dV"), got[:2] + got[2], want[:2] + want[2]):
+        np.testing.assert_array_equal(a, b, err_msg=f"numba {name} from views differs from packed inputs")
 
 
 def test_numba_attention_is_registered_for_the_switch():
@@ -238,6 +289,20 @@ def test_cuda_attention_forward_backward_equal_reference_simulated(name, dtype):
     for label, got, ref in zip(("O", "L", "dQ", "dK", "dV"), (o, lse) + grads, want[:2] + want[2]):
         assert_close(f"cuda {label}", got, ref, dtype)
     assert o.dtype == dtype
+
+
+@simulated
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_cuda_attention_takes_strided_and_transposed_views_simulated(dtype):
+    """numba.cuda attention (simulated) on views: the same bits as on packed copies (the wrapper packs them)."""
+    case, tile = sim_case(**dict(SIM_CASES["Nq=5 < Nk=8 causal + mask, tile 4"], bh=2))
+    case = as_dtype(case, dtype)
+    views = as_strided_views(case)
+    assert not any(views[n].flags.c_contiguous for n in ("q", "k", "v", "do")), "the views must not be C-contiguous"
+    attention = kernels.kernel("attention", "numba_cuda")
+    got, want = run_kernel(attention, views, tile), run_kernel(attention, case, tile)
+    for name, a, b in zip(("O", "L", "dQ", "dK", "dV"), got[:2] + got[2], want[:2] + want[2]):
+        np.testing.assert_array_equal(a, b, err_msg=f"cuda {name} from views differs from packed inputs")
 
 
 @simulated

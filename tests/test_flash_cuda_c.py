@@ -127,6 +127,7 @@ def run_emulated(exe, case, workdir, smem_override=None):
     """o, lse, (dq, dk, dv) of the CUDA C kernels for one case, on the host emulation (float32, or float64
     for the driver built with TV_EMULATE_DOUBLE)."""
     dtype = np.float64 if "-float64-" in Path(exe).name else np.float32
+    # the kernel reads packed buffers through raw pointers: views are packed here, as cuda_c._device does
     q, k, v, do = (np.ascontiguousarray(case[n], dtype=dtype) for n in ("q", "k", "v", "do"))
     bh, nq, d = q.shape
     nk = k.shape[1]
@@ -294,7 +295,10 @@ gpu = pytest.mark.skipif(_WHY is not None, reason=f"CUDA C kernel unavailable he
 def test_gpu_cuda_c_kernel_equals_dense_float64(case):
     from tinyvision.kernels import cuda_c
     args = (case["keep"], case["causal"], case["scale"])
-    q, k, v, do = (np.ascontiguousarray(case[n], dtype=np.float32) for n in ("q", "k", "v", "do"))
+    # float32, each array keeping its layout (transposed and strided views about half the time):
+    # cuda_c.forward must pack them itself before it hands raw pointers to the kernel
+    case32 = as_dtype(case, np.float32)
+    q, k, v, do = (case32[n] for n in ("q", "k", "v", "do"))
     o, lse = cuda_c.forward(q, k, v, *args)
     grads = cuda_c.backward(q, k, v, o, lse, do, *args)
     assert_float32_accurate(case, o, grads)

@@ -1,4 +1,6 @@
-"""Checkpoints (.npz, no pickle) and PyTorch state dicts: exact round trips and errors that name keys."""
+"""Checkpoints (.npz, no pickle) and PyTorch state dicts: exact round trips, errors that name keys, and
+timm's ViT layouts (class token + norm, average pooling + fc_norm) against a float64 NumPy reference."""
+import math
 import zipfile
 
 import numpy as np
@@ -7,6 +9,7 @@ import pytest
 import tinyvision as tv
 from tinyvision import nn
 from tinyvision.io import load_checkpoint, load_torch_state_dict, save_checkpoint, torch_state_dict
+from tinyvision.models import ViT
 from tinyvision.optim import SGD, AdamW, WarmupCosine, param_groups_no_decay
 
 
@@ -228,3 +231,147 @@ def test_torch_state_dict_then_load_torch_state_dict_is_exact():
     assert all(a.flags.c_contiguous for a in state.values())
     load_torch_state_dict(target, state)
     assert_same_bits(source, target)
+
+
+# --- timm's ViT layouts: class token + norm, or average pooling + fc_norm ------------------------------
+def layer_norm(x, weight, bias, eps=1e-6):
+    return (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + eps) * weight + bias
+
+
+def timm_vit_reference(sd, x, patch, heads, global_pool):
+    """timm's VisionTransformer.forward in float64 NumPy, read off a state dict with timm's names and layout.
+
+    Which final norm exists is read from the keys, as timm's layout has it: `norm` on every token
+    before pooling, or `fc_norm` on the pooled vector after it (timm's default for global_pool="avg").
+    """
+    erf = np.vectorize(math.erf)
+    b, c, h, w = x.shape
+    d = sd["patch_embed.proj.weight"].shape[0]
+    gh, gw = h // patch, w // patch
+    patches = x.reshape(b, c, gh, patch, gw, patch).transpose(0, 2, 4, 1, 3, 5).reshape(b, gh * gw, -1)
+    t = patches @ sd["patch_embed.proj.weight"].reshape(d, -1).T + sd["patch_embed.proj.bias"]
+    prefix = 1 if "cls_token" in sd else 0
+    if prefix:
+        t = np.concatenate([np.broadcast_to(sd["cls_token"], (b, 1, d)), t], axis=1)
+    t = t + sd["pos_embed"]
+    n, i = t.shape[1], 0
+    while f"blocks.{i}.norm1.weight" in sd:
+        p = {k[len(f"blocks.{i}."):]: v for k, v in sd.items() if k.startswith(f"blocks.{i}.")}
+        qkv = layer_norm(t, p["norm1.weight"], p["norm1.bias"]) @ p["attn.qkv.weight"].T + p["attn.qkv.bias"]
+        q, k, v = qkv.reshape(b, n, 3, heads, d // heads).transpose(2, 0, 3, 1, 4)    # (B, h, N, d) each
+        scores = q @ k.swapaxes(-1, -2) / math.sqrt(d // heads)
+        weights = np.exp(scores - scores.max(-1, keepdims=True))
+        weights /= weights.sum(-1, keepdims=True)
+        o = (weights @ v).transpose(0, 2, 1, 3).reshape(b, n, d)
+        t = t + o @ p["attn.proj.weight"].T + p["attn.proj.bias"]
+        hidden = layer_norm(t, p["norm2.weight"], p["norm2.bias"]) @ p["mlp.fc1.weight"].T + p["mlp.fc1.bias"]
+        hidden = hidden / 2 * (1 + erf(hidden / math.sqrt(2)))                           # exact GELU
+        t = t + hidden @ p["mlp.fc2.weight"].T + p["mlp.fc2.bias"]
+        i += 1
+    if "norm.weight" in sd:
+        t = layer_norm(t, sd["norm.weight"], sd["norm.bias"])
+    feature = t[:, 0] if global_pool == "token" else t[:, prefix:].mean(axis=1)
+    if "fc_norm.weight" in sd:
+        feature = layer_norm(feature, sd["fc_norm.weight"], sd["fc_norm.bias"])
+    return feature @ sd["head.weight"].T + sd["head.bias"]
+
+
+def timm_vit_state_dict(rng, class_token, final_norm, depth=2, d=8, c=2, patch=4, tokens=4, mlp=32, classes=3):
+    """Random float64 weights under timm's key names and PyTorch layout (Linear weight (out, in))."""
+    sd = {"patch_embed.proj.weight": rng.standard_normal((d, c, patch, patch)) * 0.3,
+          "patch_embed.proj.bias": rng.standard_normal(d) * 0.1}
+    if class_token:
+        sd["cls_token"] = rng.standard_normal((1, 1, d))
+    sd["pos_embed"] = rng.standard_normal((1, tokens + class_token, d)) * 0.1
+    for i in range(depth):
+        for name, shape in [("norm1.weight", (d,)), ("norm1.bias", (d,)), ("attn.qkv.weight", (3 * d, d)),
+                            ("attn.qkv.bias", (3 * d,)), ("attn.proj.weight", (d, d)), ("attn.proj.bias", (d,)),
+                            ("norm2.weight", (d,)), ("norm2.bias", (d,)), ("mlp.fc1.weight", (mlp, d)),
+                            ("mlp.fc1.bias", (mlp,)), ("mlp.fc2.weight", (d, mlp)), ("mlp.fc2.bias", (d,))]:
+            sd[f"blocks.{i}.{name}"] = rng.standard_normal(shape) * (0.3 if "weight" in name else 0.1)
+            if name.startswith("norm"):
+                sd[f"blocks.{i}.{name}"] += 1.0 if name.endswith("weight") else 0.0
+    sd[f"{final_norm}.weight"] = 1 + rng.standard_normal(d) * 0.2
+    sd[f"{final_norm}.bias"] = rng.standard_normal(d) * 0.2
+    sd["head.weight"] = rng.standard_normal((classes, d)) * 0.3
+    sd["head.bias"] = rng.standard_normal(classes) * 0.1
+    return sd
+
+
+TIMM_LAYOUTS = [  # (our ViT arguments, the final norm timm's state dict has)
+    (dict(global_pool="avg", class_token=True), "fc_norm"),              # timm global_pool='avg': fc_norm by default
+    (dict(global_pool="avg", class_token=False), "fc_norm"),
+    (dict(global_pool="avg", class_token=True, fc_norm=False), "norm"),  # timm fc_norm=False
+    (dict(global_pool="token", class_token=True), "norm"),               # timm's default ViT
+    (dict(global_pool="token", class_token=True, fc_norm=True), "fc_norm"),
+]
+
+
+@pytest.mark.parametrize("kwargs, final_norm", TIMM_LAYOUTS, ids=[f"{k}-{n}" for k, n in TIMM_LAYOUTS])
+def test_timm_state_dict_loads_under_timm_names_and_gives_the_numpy_reference_logits(kwargs, final_norm):
+    rng = np.random.default_rng(0)
+    sd = timm_vit_state_dict(rng, kwargs["class_token"], final_norm)
+    model = ViT(img_size=8, patch_size=4, in_chans=2, num_classes=3, embed_dim=8, depth=2, num_heads=2, seed=1,
+                **kwargs).astype(np.float64)
+    assert load_torch_state_dict(model, sd) == {"missing": [], "unexpected": [], "mismatched": []}
+    x = rng.standard_normal((3, 2, 8, 8))
+    expected = timm_vit_reference(sd, x, patch=4, heads=2, global_pool=kwargs["global_pool"])
+    np.testing.assert_allclose(model(tv.Tensor(x)).numpy(), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_avg_pool_vit_has_fc_norm_and_no_norm_as_timm():
+    names = [n for n, _ in ViT(global_pool="avg", class_token=False, seed=0).named_parameters()]
+    assert names[-4:] == ["fc_norm.weight", "fc_norm.bias", "head.weight", "head.bias"]
+    assert not any(n.startswith("norm.") for n in names)
+    token_names = [n for n, _ in ViT(seed=0).named_parameters()]
+    assert token_names[-4:] == ["norm.weight", "norm.bias", "head.weight", "head.bias"]
+
+
+def test_fc_norm_normalises_the_pooled_vector_not_each_token():
+    """LayerNorm(mean of tokens) is not mean(LayerNorm(tokens)): the norm's place changes the logits."""
+    rng = np.random.default_rng(0)
+    sd = timm_vit_state_dict(rng, True, "fc_norm")
+    x = rng.standard_normal((2, 2, 8, 8))
+    model = ViT(img_size=8, patch_size=4, in_chans=2, num_classes=3, embed_dim=8, depth=2, num_heads=2,
+                global_pool="avg", seed=0).astype(np.float64)
+    load_torch_state_dict(model, sd)
+    moved = {("norm" + k[len("fc_norm"):] if k.startswith("fc_norm") else k): v for k, v in sd.items()}
+    norm_first = timm_vit_reference(moved, x, patch=4, heads=2, global_pool="avg")
+    assert not np.allclose(model(tv.Tensor(x)).numpy(), norm_first, rtol=1e-3)
+
+
+def assert_same_bits_dict(a, b):
+    assert list(a) == list(b) and all(a[k].tobytes() == b[k].tobytes() for k in a)
+
+
+def test_timm_avg_pool_state_dict_with_norm_keys_is_refused_by_name():
+    """A state dict whose final norm is in the other place names both keys, and changes nothing."""
+    sd = timm_vit_state_dict(np.random.default_rng(0), True, "norm")
+    model = ViT(img_size=8, patch_size=4, in_chans=2, num_classes=3, embed_dim=8, depth=2, num_heads=2,
+                global_pool="avg", seed=0)
+    before = model.state_dict()
+    with pytest.raises(ValueError, match=r"missing keys \['fc_norm\.weight', 'fc_norm\.bias'\]; unexpected keys "
+                                         r"\['norm\.weight', 'norm\.bias'\]"):
+        load_torch_state_dict(model, sd)
+    assert_same_bits_dict(model.state_dict(), before)
+
+
+@pytest.mark.parametrize("kwargs", [dict(global_pool="avg", class_token=True), dict(global_pool="avg", class_token=False),
+                                    dict(global_pool="token", class_token=True)], ids=["avg+cls", "avg", "token"])
+def test_timm_vit_logits_match_ours_after_loading_its_state_dict(kwargs):
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed; it only runs timm, the reference here")
+    timm_vit = pytest.importorskip("timm.models.vision_transformer", reason="timm is not installed; it is the reference here")
+    torch.manual_seed(0)
+    reference = timm_vit.VisionTransformer(img_size=8, patch_size=4, in_chans=2, num_classes=3, embed_dim=8, depth=2,
+                                           num_heads=2, **kwargs).double().eval()
+    with torch.no_grad():   # timm inits the final norms at 1 and 0; move them so the test sees where they act
+        for p in reference.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    model = ViT(img_size=8, patch_size=4, in_chans=2, num_classes=3, embed_dim=8, depth=2, num_heads=2, seed=1,
+                **kwargs).astype(np.float64)
+    state = {k: v.detach().numpy() for k, v in reference.state_dict().items()}
+    assert load_torch_state_dict(model, state) == {"missing": [], "unexpected": [], "mismatched": []}
+    x = np.random.default_rng(0).standard_normal((3, 2, 8, 8))
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(model(tv.Tensor(x)).numpy(), expected, rtol=1e-9, atol=1e-12)

@@ -84,7 +84,29 @@ def test_asking_for_a_missing_kernel_names_the_reason():
 
 def test_auto_on_the_gpu_takes_only_the_cuda_c_attention_and_cupy_code_elsewhere(monkeypatch):
     """Until GPU timings exist, auto does not pick the simulator-checked numba.cuda kernels."""
+    from tinyvision.backend import cuda_unavailable_reason
     monkeypatch.delenv("TINYVISION_KERNELS", raising=False)
     for op in ("softmax", "layer_norm", "gelu", "adamw"):
         assert kernels.implementation(op, "cuda") == "numpy", op
-    assert kernels.implementation("attention", "cuda") in ("cuda_c", "numpy")
+    # the CUDA C kernel loads exactly where CuPy and a GPU do (cuda_c.py raises ImportError otherwise)
+    expected = "cuda_c" if cuda_unavailable_reason() is None else "numpy"
+    assert kernels.implementation("attention", "cuda") == expected, cuda_unavailable_reason()
+
+
+def test_auto_on_the_gpu_with_every_gpu_kernel_loaded(monkeypatch):
+    """The same rule where both GPU implementations load, whatever this machine has: stand-ins are
+    registered as loaded, so auto's choice is checked here too, not only on a GPU."""
+    import types
+    monkeypatch.delenv("TINYVISION_KERNELS", raising=False)
+    fake = types.SimpleNamespace(forward=None, backward=None)
+    for impl in ("numba_cuda", "cuda_c"):
+        monkeypatch.setitem(kernels._load_errors, impl, None)          # "loaded"
+        monkeypatch.setitem(kernels._REGISTRY, ("attention", impl), fake)
+    for op in ("softmax", "layer_norm", "gelu", "adamw"):
+        monkeypatch.setitem(kernels._REGISTRY, (op, "numba_cuda"), fake)
+    for op in ("softmax", "layer_norm", "gelu", "adamw"):
+        assert kernels.implementation(op, "cuda") == "numpy", op
+        with kernels.use("numba_cuda"):
+            assert kernels.implementation(op, "cuda") == "numba_cuda", op   # chosen explicitly: it runs
+    assert kernels.implementation("attention", "cuda") == "cuda_c"
+    assert kernels.implementation("attention", "cpu") == "numpy"

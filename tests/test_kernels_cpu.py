@@ -3,7 +3,8 @@
 Every kernel is compared, forward and backward, with the plain NumPy op run under
 kernels.use("numpy") (the ops may themselves call the kernels under "auto"), on
 hypothesis-drawn shapes: R rows in 1..40, D features in 1..67 (so 1 and odd sizes), float32 and
-float64, inputs contiguous or not.
+float64, inputs contiguous or not: column-major, or views with a gap between rows or between
+columns (the gaps hold NaN, so a kernel that reads memory as if it were packed gives NaN).
 
 Tolerances, |got - want| <= tol * (|want| + scale) with scale = max(1, max|want|):
     float64  1e-11   the kernels sum in another order than NumPy (SIMD lanes vs pairwise);
@@ -45,16 +46,41 @@ def assert_close(got, want, what):
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol * scale, err_msg=f"{what} ({want.dtype}, {want.shape})")
 
 
+# Layouts of an input: the wrappers must copy all but the first to C order (or read them by their strides).
+LAYOUTS = st.sampled_from(["contiguous", "column-major", "every other row", "every other column"])
+
+
+def lay_out(a, layout):
+    """The values of `a` in `layout`: column-major, or a view taking every other row (axis 0) or every
+    other column (the last axis) of an array twice as large there, whose skipped entries are NaN."""
+    if layout == "contiguous":
+        return np.ascontiguousarray(a)
+    if layout == "column-major":
+        return np.asfortranarray(a)
+    axis = 0 if layout == "every other row" else a.ndim - 1
+    padded = np.full(a.shape[:axis] + (2 * a.shape[axis],) + a.shape[axis + 1:], np.nan, a.dtype)
+    view = padded[(slice(None),) * axis + (slice(None, None, 2),)]
+    view[...] = a
+    return view
+
+
 @st.composite
 def matrices(draw, max_rows=40, max_features=67):
-    """(x (R, D), g (R, D), rng) of one dtype; x is column-major (not C-contiguous) half the time."""
+    """(x (R, D), g (R, D), rng) of one dtype; x and g each in one of LAYOUTS, mostly not C-contiguous."""
     rows, features = draw(st.integers(1, max_rows)), draw(st.integers(1, max_features))
     dtype = draw(DTYPES)
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     x = (rng.standard_normal((rows, features)) * draw(st.sampled_from([0.1, 1.0, 5.0]))).astype(dtype)
-    if draw(st.booleans()):
-        x = np.asfortranarray(x)  # same values, column-major: the wrappers must copy it
-    return x, rng.standard_normal((rows, features)).astype(dtype), rng
+    g = rng.standard_normal((rows, features)).astype(dtype)
+    return lay_out(x, draw(LAYOUTS)), lay_out(g, draw(LAYOUTS)), rng
+
+
+def test_layouts_are_not_c_contiguous_and_keep_the_values():
+    a = np.arange(12.0).reshape(3, 4)
+    for layout in ("column-major", "every other row", "every other column"):
+        b = lay_out(a, layout)
+        assert not b.flags.c_contiguous, layout
+        np.testing.assert_array_equal(b, a)
 
 
 def reference(op, inputs, g, **kwargs):
@@ -118,8 +144,7 @@ def test_kernels_are_registered_under_their_op_names(op, functions):
 # --- softmax ------------------------------------------------------------------------------------
 @given(matrices(), st.sampled_from([0.0, 0.3]), st.booleans())
 def test_softmax_equals_reference(case, masked_fraction, mask_whole_rows):
-    x, g, rng = case
-    x = x.copy()
+    x, g, rng = case                                  # x is this example's own array: masked in place, layout kept
     x[rng.random(x.shape) < masked_fraction] = -np.inf
     if mask_whole_rows:
         x[rng.random(x.shape[0]) < 0.3] = -np.inf  # fully masked rows
@@ -150,12 +175,12 @@ def test_softmax_does_not_overflow():
 
 
 # --- layer norm ---------------------------------------------------------------------------------
-@given(matrices(), st.booleans(), st.booleans(), st.sampled_from([1e-5, 1e-2]))
-def test_layer_norm_equals_reference(case, with_weight, with_bias, eps):
+@given(matrices(), st.booleans(), st.booleans(), st.sampled_from([1e-5, 1e-2]), LAYOUTS)
+def test_layer_norm_equals_reference(case, with_weight, with_bias, eps, vector_layout):
     x, g, rng = case
     d = x.shape[1]
-    weight = rng.standard_normal(d).astype(x.dtype) if with_weight else None
-    bias = rng.standard_normal(d).astype(x.dtype) if with_bias else None
+    weight = lay_out(rng.standard_normal(d).astype(x.dtype), vector_layout) if with_weight else None
+    bias = lay_out(rng.standard_normal(d).astype(x.dtype), vector_layout) if with_bias else None
     want_y, (want_dx, want_dw, want_db) = reference(F.layer_norm, [x, weight, bias], g, eps=eps)
     y, mean, rstd = numba_cpu.layer_norm_forward(x, weight, bias, eps)
     assert_close(y, want_y, "layer_norm forward")
@@ -177,13 +202,13 @@ def test_layer_norm_rejects_a_wrong_weight_shape():
 
 # --- GELU ---------------------------------------------------------------------------------------
 @given(st.lists(st.integers(1, 9), min_size=0, max_size=2), st.integers(1, 67), DTYPES,
-       st.sampled_from(["none", "tanh"]), st.booleans(), st.integers(0, 2**32 - 1))
-def test_gelu_equals_reference_with_and_without_fused_bias(lead_shape, d, dtype, approximate, with_bias, seed):
+       st.sampled_from(["none", "tanh"]), st.booleans(), st.integers(0, 2**32 - 1), st.lists(LAYOUTS, min_size=3, max_size=3))
+def test_gelu_equals_reference_with_and_without_fused_bias(lead_shape, d, dtype, approximate, with_bias, seed, layouts):
     rng = np.random.default_rng(seed)
     shape = (*lead_shape, d)
-    x = rng.uniform(-10, 10, shape).astype(dtype)  # the tails: gelu -> 0 below, -> x above
-    g = rng.standard_normal(shape).astype(dtype)
-    bias = rng.standard_normal(d).astype(dtype) if with_bias else None
+    x = lay_out(rng.uniform(-10, 10, shape).astype(dtype), layouts[0])  # the tails: gelu -> 0 below, -> x above
+    g = lay_out(rng.standard_normal(shape).astype(dtype), layouts[1])
+    bias = lay_out(rng.standard_normal(d).astype(dtype), layouts[2]) if with_bias else None
     if with_bias:
         want_y, (want_dx, want_db) = reference(lambda x, b: F.gelu(x + b, approximate), [x, bias], g)
     else:
@@ -199,8 +224,8 @@ def test_gelu_equals_reference_with_and_without_fused_bias(lead_shape, d, dtype,
 
 # --- AdamW --------------------------------------------------------------------------------------
 @given(st.lists(st.sampled_from([(), (1,), (5,), (3, 7), (40, 67)]), min_size=1, max_size=3), DTYPES,
-       st.sampled_from([1e-3, 0.1]), st.sampled_from([0.0, 0.05]), st.booleans(), st.integers(0, 2**32 - 1))
-def test_adamw_equals_the_optimizer_bit_for_bit(shapes, dtype, lr, weight_decay, decoupled, seed):
+       st.sampled_from([1e-3, 0.1]), st.sampled_from([0.0, 0.05]), st.booleans(), st.integers(0, 2**32 - 1), LAYOUTS)
+def test_adamw_equals_the_optimizer_bit_for_bit(shapes, dtype, lr, weight_decay, decoupled, seed, grad_layout):
     rng = np.random.default_rng(seed)
     params = [nn.Parameter(rng.standard_normal(s), dtype=dtype) for s in shapes]
     betas, eps = (0.9, 0.99), 1e-8
@@ -209,6 +234,7 @@ def test_adamw_equals_the_optimizer_bit_for_bit(shapes, dtype, lr, weight_decay,
     for step in range(1, 5):
         # gradients over six orders of magnitude, as arrays of the parameter's dtype (also when 0-d)
         grads = [np.asarray(rng.standard_normal(p.shape) * 10.0 ** rng.integers(-4, 2), dtype) for p in params]
+        grads = [lay_out(grad, grad_layout) if grad.ndim else grad for grad in grads]   # grad is only read: any layout
         with kernels.use("numpy"):
             for p, grad in zip(params, grads):
                 p.grad = grad

@@ -13,7 +13,7 @@ import tinyvision.ops as F
 from tinyvision import kernels
 from devices import DEVICES
 from op_registry import REGISTRY
-from tinyvision.gradcheck import copy_keep_layout
+from strategies import cast_keeping_strides
 
 NON_DIFFERENTIABLE = {"attention_mask"}  # helpers exported beside the ops
 
@@ -34,7 +34,7 @@ def test_every_op_is_registered():
 
 
 def _run(spec, arrays, kwargs, device="cpu", dtype=np.float64):
-    tensors = [tv.Tensor(copy_keep_layout(a, dtype), device=device) for a in arrays]
+    tensors = [tv.Tensor(cast_keeping_strides(a, dtype), device=device) for a in arrays]
     return spec.op(*tensors, **kwargs)
 
 
@@ -90,7 +90,7 @@ def test_float32_gradients_stay_float32(name, impl, data):
     """A backward must not promote: float32 in, float32 gradients out (an int count in a division would)."""
     spec = REGISTRY[name]
     arrays, kwargs = spec.draw(data)
-    tensors = [tv.Tensor(copy_keep_layout(a, np.float32), requires_grad=True) for a in arrays]
+    tensors = [tv.Tensor(cast_keeping_strides(a, np.float32), requires_grad=True) for a in arrays]
     with kernels.use(impl):
         out = spec.op(*tensors, **kwargs)
         (out * tv.Tensor(np.ones(out.shape, np.float32))).sum().backward()
@@ -99,11 +99,11 @@ def test_float32_gradients_stay_float32(name, impl, data):
 
 
 def test_layouts_reach_the_op_non_contiguous():
-    """The strategies' strided and permuted draws really arrive at the op as non-contiguous arrays."""
-    base = np.arange(24.0).reshape(2, 3, 4)
-    strided, permuted = base[..., ::2], base.transpose(2, 1, 0)
-    for a in (strided, permuted):
+    """The strategies' strided and permuted draws arrive at the op as the same views, in either dtype."""
+    base = np.arange(48.0).reshape(4, 3, 4)
+    for a in (base[..., ::2], base[::2], base[:, ::-1], base.transpose(2, 1, 0)):
         for dtype in (np.float64, np.float32):
-            t = tv.Tensor(copy_keep_layout(a, dtype))
+            t = tv.Tensor(cast_keeping_strides(a, dtype))
             assert not t.data.flags.c_contiguous
+            assert [s // t.data.itemsize for s in t.data.strides] == [s // a.itemsize for s in a.strides]
             np.testing.assert_array_equal(t.numpy(), a)

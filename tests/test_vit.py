@@ -1,4 +1,6 @@
 """The eye: patches, position tables and the Vision Transformer, against float64 NumPy and invariants."""
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -106,6 +108,80 @@ def test_bilinear_reproduces_a_linear_ramp_away_from_the_border():
     s = (np.arange(12) + 0.5) * 0.5 - 0.5
     inside = (s >= 0) & (s <= 5)
     np.testing.assert_allclose((m @ old)[inside], s[inside], rtol=1e-12)
+
+
+# The interpolation weights, pinned without torch (CI has none). The formula, as
+# torch.nn.functional.interpolate(align_corners=False, antialias=False) defines it: output pixel i of
+# n_out samples the input at s = (i + 1/2) n_in / n_out - 1/2. Bilinear clamps s at 0 and mixes pixels
+# floor(s) and floor(s) + 1; bicubic mixes floor(s) - 1 .. floor(s) + 2 with Keys' (1981) kernel
+#     W(x) = (a + 2)|x|^3 - (a + 3)|x|^2 + 1           |x| <= 1
+#     W(x) = a|x|^3 - 5a|x|^2 + 8a|x| - 4a              1 < |x| < 2,   a = -3/4 (PyTorch's choice)
+# and both clamp a pixel index outside 0 .. n_in - 1 to the border pixel, which then takes its weight.
+def keys_cubic(x, a=-0.75):
+    x = abs(x)
+    if x <= 1:
+        return (a + 2) * x ** 3 - (a + 3) * x ** 2 + 1
+    return a * x ** 3 - 5 * a * x ** 2 + 8 * a * x - 4 * a if x < 2 else 0.0
+
+
+def interpolation_by_the_formula(n_in, n_out, mode):
+    """The (n_out, n_in) weights, one output pixel and one tap at a time, in float64."""
+    m = np.zeros((n_out, n_in))
+    for i in range(n_out):
+        s = (i + 0.5) * n_in / n_out - 0.5
+        if mode == "bilinear":
+            s = max(s, 0.0)
+            taps = {math.floor(s): 1 - (s - math.floor(s)), math.floor(s) + 1: s - math.floor(s)}
+        else:
+            taps = {j: keys_cubic(s - j) for j in range(math.floor(s) - 1, math.floor(s) + 3)}
+        for j, weight in taps.items():
+            m[i, min(max(j, 0), n_in - 1)] += weight
+    return m
+
+
+# 4 -> 8 by hand. s = i/2 - 1/4: the fractional offsets t alternate 3/4, 1/4, so bicubic needs W at
+# 1/4, 3/4, 5/4 and 7/4, in 256ths:
+#     W(1/4) = 5/4 * 1/64 - 9/4 * 1/16 + 1                      = (5 - 36 + 256) / 256 = 225/256
+#     W(3/4) = 5/4 * 27/64 - 9/4 * 9/16 + 1                     = (135 - 324 + 256) / 256 = 67/256
+#     W(5/4) = -3/4 * (125/64 - 5 * 25/16 + 8 * 5/4 - 4)        = -3/4 * 9/64 = -27/256
+#     W(7/4) = -3/4 * (343/64 - 5 * 49/16 + 8 * 7/4 - 4)        = -3/4 * 3/64 = -9/256
+# Row 0 (s = -1/4): taps -2, -1, 0, 1 at distances 7/4, 3/4, 1/4, 5/4; -2 and -1 clamp to pixel 0,
+# so pixel 0 gets (-9 + 67 + 225)/256 = 283/256 and pixel 1 gets -27/256. Row 1 (s = 1/4): taps -1 .. 2
+# at 5/4, 1/4, 3/4, 7/4, tap -1 clamped: (-27 + 225, 67, -9)/256. Row 2 (s = 3/4): (-9 + 67, 225, -27)/256.
+# Row 3 (s = 5/4) is interior: (-27, 225, 67, -9)/256. Rows 4..7 mirror rows 3..0.
+BICUBIC_4_TO_8 = np.array([[283, -27, 0, 0], [198, 67, -9, 0], [58, 225, -27, 0], [-27, 225, 67, -9],
+                           [-9, 67, 225, -27], [0, -27, 225, 58], [0, -9, 67, 198], [0, 0, -27, 283]]) / 256
+# Bilinear, same s clamped at 0: pixel floor(s) gets 1 - t, the next one t (clamped to pixel 3 at the end).
+BILINEAR_4_TO_8 = np.array([[4, 0, 0, 0], [3, 1, 0, 0], [1, 3, 0, 0], [0, 3, 1, 0],
+                            [0, 1, 3, 0], [0, 0, 3, 1], [0, 0, 1, 3], [0, 0, 0, 4]]) / 4
+# 5 -> 3 (downsampling, no antialias): s = 1/3, 2, 11/3.
+BILINEAR_5_TO_3 = np.array([[2, 1, 0, 0, 0], [0, 0, 3, 0, 0], [0, 0, 0, 1, 2]]) / 3
+PINNED = {("bicubic", 4, 8): BICUBIC_4_TO_8, ("bilinear", 4, 8): BILINEAR_4_TO_8, ("bilinear", 5, 3): BILINEAR_5_TO_3}
+
+
+@pytest.mark.parametrize("mode, n_in, n_out", list(PINNED), ids=[f"{m}-{a}to{b}" for m, a, b in PINNED])
+def test_interpolation_weights_equal_the_hand_derived_ones(mode, n_in, n_out):
+    want = PINNED[(mode, n_in, n_out)]
+    np.testing.assert_allclose(interpolation_by_the_formula(n_in, n_out, mode), want, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(interpolation_matrix(n_in, n_out, mode), want, rtol=0, atol=1e-15,
+                               err_msg=f"{mode} {n_in} -> {n_out}: weights differ from the hand-derived ones")
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+@given(n_in=st.integers(1, 9), n_out=st.integers(1, 12))
+def test_interpolation_matrix_equals_the_formula_pixel_by_pixel(mode, n_in, n_out):
+    np.testing.assert_allclose(interpolation_matrix(n_in, n_out, mode), interpolation_by_the_formula(n_in, n_out, mode),
+                               rtol=0, atol=1e-14, err_msg=f"{mode} {n_in} -> {n_out}")
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+def test_resample_pos_embed_applies_the_weights_along_rows_then_columns(mode):
+    grid = np.random.default_rng(1).standard_normal((3, 5, 4))            # (gh, gw, D)
+    out = resample_pos_embed(np.concatenate([np.ones((1, 1, 4)), grid.reshape(1, 15, 4)], 1), (7, 2), (3, 5), 1, mode)
+    mh, mw = interpolation_by_the_formula(3, 7, mode), interpolation_by_the_formula(5, 2, mode)
+    want = np.array([[sum(mh[i, h] * mw[j, w] * grid[h, w] for h in range(3) for w in range(5)) for j in range(2)]
+                     for i in range(7)])
+    np.testing.assert_allclose(out[0, 1:].reshape(7, 2, 4), want, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("mode", ["bilinear", "bicubic"])

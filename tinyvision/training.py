@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import ops as F
+from .checks import check_int, check_number
 from .data import batches
 from .optim import AdamW, WarmupCosine, clip_grad_norm, param_groups_no_decay
 from .tensor import Tensor, no_grad
@@ -43,6 +44,7 @@ def model_device(model) -> str:
 
 def predict(model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """Logits as a NumPy array, in eval mode and without building a graph (batches go to the model's device)."""
+    batch_size = check_int("predict", "batch_size", batch_size, low=1)
     was_training = model.training
     model.eval()
     device = model_device(model)
@@ -54,6 +56,9 @@ def predict(model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
 
 
 def accuracy(model, x: np.ndarray, y: np.ndarray, batch_size: int = 512) -> float:
+    """The fraction of examples whose largest logit is at their label y."""
+    if len(x) != len(y):
+        raise ValueError(f"accuracy: x has {len(x)} examples but y has {len(y)}")
     return float((predict(model, x, batch_size).argmax(axis=1) == y).mean())
 
 
@@ -66,9 +71,32 @@ def train_classifier(model, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_
     augment: None, or a function (x_batch, rng) -> x_batch applied to each training batch.
     val_every: evaluate on (x_val, y_val) every that many epochs (0 = only at the end).
     log: None, or a function called with one line of progress per validation.
+    Every setting is checked before the first step: epochs, batch_size >= 1; lr, weight_decay >= 0;
+    warmup_fraction in [0, 1]; label_smoothing in [0, 1); max_grad_norm None or > 0; val_every >= 0.
     """
+    where = "train_classifier"
     if len(x) != len(y):
-        raise ValueError(f"train_classifier: x has {len(x)} examples but y has {len(y)}")
+        raise ValueError(f"{where}: x has {len(x)} examples but y has {len(y)}")
+    if len(x) == 0:
+        raise ValueError(f"{where}: x holds no examples")
+    epochs = check_int(where, "epochs", epochs, low=1)
+    batch_size = check_int(where, "batch_size", batch_size, low=1)
+    lr = check_number(where, "lr", lr, low=0.0)
+    weight_decay = check_number(where, "weight_decay", weight_decay, low=0.0)
+    warmup_fraction = check_number(where, "warmup_fraction", warmup_fraction, 0.0, 1.0)
+    label_smoothing = check_number(where, "label_smoothing", label_smoothing, 0.0, 1.0, high_open=True)
+    if max_grad_norm is not None:
+        max_grad_norm = check_number(where, "max_grad_norm", max_grad_norm, low=0.0, low_open=True)
+    for name, fn in (("augment", augment), ("log", log)):
+        if fn is not None and not callable(fn):
+            raise TypeError(f"{where}: {name} must be None or a function, got {type(fn).__name__}")
+    seed = check_int(where, "seed", seed, low=0)
+    val_every = check_int(where, "val_every", val_every, low=0)
+    if (x_val is None) != (y_val is None):
+        raise ValueError(f"{where}: pass x_val and y_val together (got only "
+                         f"{'x_val' if y_val is None else 'y_val'})")
+    if x_val is not None and len(x_val) != len(y_val):
+        raise ValueError(f"{where}: x_val has {len(x_val)} examples but y_val has {len(y_val)}")
     opt = AdamW(param_groups_no_decay(model, weight_decay), lr=lr)
     steps_per_epoch = -(-len(x) // batch_size)
     total = epochs * steps_per_epoch

@@ -228,6 +228,36 @@ def _centred_sum_sq(a, mu):
     return total
 
 
+@njit(error_model="numpy")
+def _max_abs(a):
+    """max_j |a_j|, or inf when a holds a NaN or an inf"""
+    top = 0.0
+    for j in range(a.size):
+        if not math.isfinite(a[j]):
+            return math.inf
+        top = max(top, abs(a[j]))
+    return top
+
+
+@njit(error_model="numpy")
+def _scaled_sum(a, s):
+    """sum_j a_j / s"""
+    total = 0.0
+    for j in range(a.size):
+        total += a[j] / s
+    return total
+
+
+@njit(error_model="numpy")
+def _scaled_centred_sum_sq(a, s, mu):
+    """sum_j (a_j / s - mu)^2"""
+    total = 0.0
+    for j in range(a.size):
+        c = a[j] / s - mu
+        total += c * c
+    return total
+
+
 @njit(fastmath={"reassoc"}, error_model="numpy")
 def _centred_dot(a, b, c, mu):
     """sum_j a_j b_j (c_j - mu)"""
@@ -325,7 +355,16 @@ def _layer_norm_forward(x, weight, bias, eps, y, mean, rstd):
     for r in prange(n_rows):
         row = x[r]
         mu = _sum(row) / d
-        rs = 1 / math.sqrt(_centred_sum_sq(row, mu) / d + eps)
+        var = _centred_sum_sq(row, mu) / d
+        s = _max_abs(row) if not math.isfinite(var) else 0.0
+        if math.isfinite(s) and s > 0:
+            # a finite row whose (x - mu)^2 overflowed (float64 beyond ~1e154): redo it scaled by
+            # s = max |x|, exactly as the reference does (ops/layers.py, normalize_rows)
+            mu_s = _scaled_sum(row, s) / d
+            var_s = _scaled_centred_sum_sq(row, s, mu_s) / d
+            mu, rs = mu_s * s, 1 / (s * math.sqrt(var_s + eps / (s * s)))
+        else:
+            rs = 1 / math.sqrt(var + eps)
         mean[r], rstd[r] = mu, rs
         mu_, rs_ = dt(mu), dt(rs)
         for j in range(d):

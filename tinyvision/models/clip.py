@@ -18,11 +18,13 @@ after every step (`clamp_logit_scale` in contrastive.py). It and `logit_bias` ar
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 
 from .. import ops as F
 from ..backend import device_of, to_device
+from ..checks import check_int, check_number
 from ..nn import Embedding, LayerNorm, Module, ModuleList, Parameter, TransformerBlock
 from ..nn.init import as_rng, trunc_normal
 from ..text import eot_index
@@ -33,10 +35,28 @@ __all__ = ["CLIP", "TextTransformer"]
 
 
 class TextTransformer(Module):
-    """ids (B, L) -> text features (B, E), read at each row's end-of-text token."""
+    """ids (B, L) -> text features (B, E), read at each row's end-of-text token.
+
+    vocab_size V >= 1 with the end token eot_id in [0, V); context_length L >= 1; width D >= 1
+    divisible by heads h; depth >= 0 blocks (0 leaves embeddings, ln_final and the projection).
+    """
 
     def __init__(self, vocab_size: int, context_length: int, width: int, depth: int, heads: int, embed_dim: int,
                  eot_id: int, mlp_ratio: float = 4.0, eps: float = 1e-5, *, seed):
+        where = "TextTransformer"
+        vocab_size = check_int(where, "vocab_size", vocab_size, low=1)
+        context_length = check_int(where, "context_length", context_length, low=1)
+        width, depth = check_int(where, "width", width, low=1), check_int(where, "depth", depth, low=0)
+        heads, embed_dim = check_int(where, "heads", heads, low=1), check_int(where, "embed_dim", embed_dim, low=1)
+        if width % heads:
+            raise ValueError(f"{where}: width={width} is not divisible by heads={heads} "
+                             "(each head takes width / heads channels)")
+        eot_id = check_int(where, "eot_id", eot_id)
+        if not 0 <= eot_id < vocab_size:
+            raise ValueError(f"{where}: eot_id must be an id of the vocabulary, in [0, vocab_size={vocab_size}), "
+                             f"got {eot_id}; the text encoder pools at that token")
+        mlp_ratio = check_number(where, "mlp_ratio", mlp_ratio, low=0.0, low_open=True)
+        eps = check_number(where, "eps", eps, low=0.0, low_open=True)
         rng = as_rng(seed)
         self.context_length, self.width, self.eot_id = context_length, width, eot_id
         self.token_embedding = Embedding(vocab_size, width, seed=rng)
@@ -68,6 +88,16 @@ class CLIP(Module):
                  init_logit_bias: float | None = None, *, seed):
         """vision: ViT keyword arguments (without num_classes); text: TextTransformer keyword arguments
         (without embed_dim). init_logit_bias=None gives no bias (CLIP); a number adds one (SigLIP)."""
+        embed_dim = check_int("CLIP", "embed_dim", embed_dim, low=1)
+        for name, kwargs, own in (("vision", vision, "num_classes"), ("text", text, "embed_dim")):
+            if not isinstance(kwargs, Mapping):
+                raise TypeError(f"CLIP: {name} must be a dict of keyword arguments, got {type(kwargs).__name__}")
+            taken = sorted({own, "seed"} & set(kwargs))
+            if taken:
+                raise ValueError(f"CLIP: {name} must not set {taken}; CLIP sets them (embed_dim={embed_dim}, seed)")
+        init_logit_scale = check_number("CLIP", "init_logit_scale", init_logit_scale)
+        if init_logit_bias is not None:
+            init_logit_bias = check_number("CLIP", "init_logit_bias", init_logit_bias)
         rng = as_rng(seed)
         self.visual = ViT(**vision, num_classes=embed_dim, seed=rng)   # its head is the projection to E
         self.text = TextTransformer(**text, embed_dim=embed_dim, seed=rng)

@@ -11,6 +11,7 @@ ViT catches up only as the data grows (Dosovitskiy et al. 2021, sec. 4.2 and Fig
 """
 from __future__ import annotations
 
+from ..checks import check_int
 from ..nn import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential
 from ..nn.init import as_rng
 
@@ -19,8 +20,12 @@ __all__ = ["SmallCNN"]
 
 class SmallCNN(Sequential):
     def __init__(self, img_size: int = 8, in_chans: int = 1, num_classes: int = 10, width: int = 16, *, seed):
+        img_size = check_int("SmallCNN", "img_size", img_size, low=4)
         if img_size % 4:
             raise ValueError(f"SmallCNN: img_size must be a multiple of 4 (two 2x2 poolings), got {img_size}")
+        in_chans = check_int("SmallCNN", "in_chans", in_chans, low=1)
+        num_classes = check_int("SmallCNN", "num_classes", num_classes, low=1)
+        width = check_int("SmallCNN", "width", width, low=1)
         rng = as_rng(seed)
         side = img_size // 4
         super().__init__(

@@ -48,6 +48,7 @@ import numpy as np
 
 from .. import ops as F
 from ..backend import xp_of
+from ..checks import check_bool, check_int, check_number
 from ..tensor import Tensor, as_tensor
 
 __all__ = ["CLIP_LOGIT_SCALE_INIT", "SIGLIP_LOGIT_BIAS_INIT", "SIGLIP_LOGIT_SCALE_INIT", "clamp_logit_scale",
@@ -60,7 +61,9 @@ SIGLIP_LOGIT_BIAS_INIT = -10.0               # b = -10   (SigLIP)
 
 # --- the differentiable part: built from tinyvision ops, so gradients flow without a new op -------
 def l2_normalize(x, axis: int = -1, eps: float = 1e-12) -> Tensor:
-    """x / sqrt(sum_axis x^2 + eps): rows of unit length (a zero row stays zero instead of NaN)."""
+    """x / sqrt(sum_axis x^2 + eps): rows of unit length (a zero row stays zero instead of NaN; eps > 0)."""
+    axis = check_int("l2_normalize", "axis", axis)
+    eps = check_number("l2_normalize", "eps", eps, low=0.0, low_open=True)
     x = as_tensor(x)
     return F.div(x, F.sqrt(F.sum(x * x, axis=axis, keepdims=True) + eps))
 
@@ -74,9 +77,9 @@ def _check_pair(where: str, image_emb, text_emb):
 
 
 def _check_scalar(where: str, name: str, value, like: Tensor) -> Tensor:
-    """A learnable scalar: a 0-d or (1,) Tensor (or a plain number, a constant)."""
-    if isinstance(value, numbers.Real):
-        return as_tensor(float(value), like)
+    """A learnable scalar: a 0-d or (1,) Tensor (or a plain finite number, a constant)."""
+    if isinstance(value, (numbers.Real, bool, np.bool_)):
+        return as_tensor(check_number(where, name, value), like)
     if not isinstance(value, Tensor):
         raise TypeError(f"{where}: {name} must be a Tensor of shape () or (1,), got {type(value).__name__}")
     if value.shape not in ((), (1,)):
@@ -87,9 +90,15 @@ def _check_scalar(where: str, name: str, value, like: Tensor) -> Tensor:
 def _logits(where, image_emb, text_emb, logit_scale, logit_bias, normalize):
     """s I T^T (+ b): (B, B), entry (i, j) = image i against text j."""
     image_emb, text_emb = _check_pair(where, image_emb, text_emb)
-    if normalize:
+    if check_bool(where, "normalize", normalize):
         image_emb, text_emb = l2_normalize(image_emb), l2_normalize(text_emb)
-    s = F.exp(_check_scalar(where, "logit_scale", logit_scale, image_emb))
+    raw = _check_scalar(where, "logit_scale", logit_scale, image_emb)
+    s = F.exp(raw)
+    if not bool(xp_of(s.data).isfinite(s.data).all()):
+        # e^89 overflows float32, and inf * cos would make NaN logits. CLIP clamps the raw scale at
+        # ln 100 = 4.605 (clamp_logit_scale); a value near the dtype's limit means a diverged run.
+        raise FloatingPointError(f"{where}: exp(logit_scale) overflows {s.dtype} (logit_scale = "
+                                 f"{raw.numpy().max()}); clamp it, as CLIP does at ln 100 (clamp_logit_scale)")
     logits = s * F.matmul(image_emb, F.transpose(text_emb))
     if logit_bias is not None:
         logits = logits + _check_scalar(where, "logit_bias", logit_bias, image_emb)
@@ -137,9 +146,8 @@ def siglip_bias_init(batch_size: int | None = None) -> float:
     """
     if batch_size is None:
         return SIGLIP_LOGIT_BIAS_INIT
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 2:
-        raise ValueError(f"siglip_bias_init: batch_size must be an integer >= 2 (with B = 1 every pair matches, "
-                         f"p = 1 and logit(p) is infinite), got {batch_size!r}")
+    # B >= 2: with B = 1 every pair matches, p = 1 and logit(p) is infinite
+    batch_size = check_int("siglip_bias_init", "batch_size", batch_size, low=2)
     p = 1.0 / batch_size
     return math.log(p / (1 - p))
 
@@ -152,6 +160,8 @@ def clamp_logit_scale(param: Tensor, max_value: float = math.log(100), min_value
     """
     if not isinstance(param, Tensor):
         raise TypeError(f"clamp_logit_scale: param must be a Tensor (the raw parameter), got {type(param).__name__}")
+    max_value = check_number("clamp_logit_scale", "max_value", max_value)
+    min_value = check_number("clamp_logit_scale", "min_value", min_value)
     if not min_value <= max_value:
         raise ValueError(f"clamp_logit_scale: min_value {min_value} exceeds max_value {max_value}")
     # Write into the same array (not a new one), as clamp_ does: any alias of the parameter sees it.

@@ -16,6 +16,7 @@ Shapes: B batch, C channels, H/W image size, P patch size, gh = H/P, gw = W/P, N
 from __future__ import annotations
 
 from .. import ops as F
+from ..checks import check_int, check_int_pair, is_int
 from ..nn import Conv2d, Module
 from ..nn.init import as_rng
 from ..tensor import Tensor
@@ -23,14 +24,18 @@ from ..tensor import Tensor
 __all__ = ["PatchEmbed", "check_patch_grid", "patchify", "unpatchify"]
 
 
-def check_patch_grid(height: int, width: int, patch_size: int) -> tuple:
-    """(gh, gw) for an image of H x W cut into P x P patches, or a ValueError with the numbers."""
-    if patch_size <= 0:
-        raise ValueError(f"patch_size must be positive, got {patch_size}")
+def check_patch_grid(height: int, width: int, patch_size: int, where: str = "check_patch_grid") -> tuple:
+    """(gh, gw) for an image of H x W cut into P x P patches, or a ValueError with the numbers.
+
+    H, W and P are ints >= 1 (TypeError otherwise); `where` names the caller in the messages.
+    """
+    patch_size = check_int(where, "patch_size", patch_size, low=1)
+    height, width = check_int(where, "height", height, low=1), check_int(where, "width", width, low=1)
     for name, n in (("height", height), ("width", width)):
         if n % patch_size:
-            raise ValueError(f"patch size {patch_size} does not divide the image {name} {n} "
-                             f"({n} % {patch_size} = {n % patch_size}); crop or pad the image to a multiple of {patch_size}")
+            raise ValueError(f"{where}: patch size {patch_size} does not divide the image {name} {n} "
+                             f"({n} % {patch_size} = {n % patch_size}); crop or pad the image to a multiple of "
+                             f"{patch_size}")
     return height // patch_size, width // patch_size
 
 
@@ -44,15 +49,19 @@ def patchify(x: Tensor, patch_size: int) -> Tensor:
         raise ValueError(f"patchify: x must be (B, C, H, W), got shape {x.shape}")
     b, c, h, w = x.shape
     p = patch_size
-    gh, gw = check_patch_grid(h, w, p)
+    gh, gw = check_patch_grid(h, w, p, "patchify")
     x = F.reshape(x, (b, c, gh, p, gw, p))
     x = F.permute(x, (0, 2, 4, 1, 3, 5))
     return F.reshape(x, (b, gh * gw, c * p * p))
 
 
 def unpatchify(tokens: Tensor, patch_size: int, channels: int, grid: tuple) -> Tensor:
-    """The inverse of patchify: (B, N, C*P*P) -> (B, C, gh*P, gw*P)."""
-    gh, gw = grid
+    """The inverse of patchify: (B, N, C*P*P) -> (B, C, gh*P, gw*P); grid = (gh, gw)."""
+    patch_size = check_int("unpatchify", "patch_size", patch_size, low=1)
+    channels = check_int("unpatchify", "channels", channels, low=1)
+    if is_int(grid):   # a pair is required: an int would be a square grid only by guess
+        raise TypeError(f"unpatchify: grid must be a pair (gh, gw) of ints, got {grid!r}")
+    gh, gw = check_int_pair("unpatchify", "grid", grid, 1)
     p, c = patch_size, channels
     if tokens.ndim != 3 or tokens.shape[1] != gh * gw or tokens.shape[2] != c * p * p:
         raise ValueError(f"unpatchify: tokens must be (B, {gh * gw}, {c * p * p}) for a {gh}x{gw} grid of "
@@ -70,16 +79,19 @@ class PatchEmbed(Module):
     """
 
     def __init__(self, img_size: int | tuple, patch_size: int, in_chans: int, embed_dim: int, *, seed):
-        self.img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        self.img_size = check_int_pair("PatchEmbed", "img_size", img_size, 1)
+        patch_size = check_int("PatchEmbed", "patch_size", patch_size, low=1)
+        in_chans = check_int("PatchEmbed", "in_chans", in_chans, low=1)
+        embed_dim = check_int("PatchEmbed", "embed_dim", embed_dim, low=1)
         self.patch_size, self.in_chans, self.embed_dim = patch_size, in_chans, embed_dim
-        self.grid_size = check_patch_grid(*self.img_size, patch_size)
+        self.grid_size = check_patch_grid(*self.img_size, patch_size, "PatchEmbed")
         self.num_patches = self.grid_size[0] * self.grid_size[1]
         self.proj = Conv2d(in_chans, embed_dim, patch_size, stride=patch_size, seed=as_rng(seed))
 
     def _check(self, x):
         if x.ndim != 4 or x.shape[1] != self.in_chans:
             raise ValueError(f"PatchEmbed: expected images (B, {self.in_chans}, H, W), got shape {x.shape}")
-        return check_patch_grid(x.shape[2], x.shape[3], self.patch_size)
+        return check_patch_grid(x.shape[2], x.shape[3], self.patch_size, "PatchEmbed")
 
     def forward(self, x: Tensor) -> Tensor:
         gh, gw = self._check(x)

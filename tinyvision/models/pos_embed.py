@@ -22,13 +22,30 @@ import math
 
 import numpy as np
 
+from ..checks import check_choice, check_int, check_int_pair, check_number, is_int
+
 __all__ = ["interpolation_matrix", "resample_grid", "resample_pos_embed", "sincos_2d"]
 
 
+_MODES = ("bilinear", "bicubic")
+
+
+def _check_size(where: str, name: str, size) -> tuple:
+    """A grid size: a pair (h, w) of ints >= 1 (an int alone is refused: grids here are never guessed square)."""
+    if is_int(size):
+        raise TypeError(f"{where}: {name} must be a pair (h, w) of ints >= 1, got the int {size!r}; "
+                        f"pass ({size}, {size})")
+    return check_int_pair(where, name, size, 1)
+
+
 def sincos_2d(grid_h: int, grid_w: int, dim: int, temperature: float = 10000.0) -> np.ndarray:
-    """(gh*gw, D) fixed embeddings in raster order; D must be a multiple of 4."""
+    """(gh*gw, D) fixed embeddings in raster order; D must be a multiple of 4, temperature > 0."""
+    grid_h = check_int("sincos_2d", "grid_h", grid_h, low=1)
+    grid_w = check_int("sincos_2d", "grid_w", grid_w, low=1)
+    dim = check_int("sincos_2d", "dim", dim, low=4)
     if dim % 4:
         raise ValueError(f"sincos_2d: dim must be a multiple of 4 (sin/cos for each of y and x), got {dim}")
+    temperature = check_number("sincos_2d", "temperature", temperature, low=0.0, low_open=True)
     k = np.arange(dim // 4, dtype=np.float64)
     omega = 1.0 / temperature ** (k / (dim // 4))                       # (D/4,)
     y, x = np.meshgrid(np.arange(grid_h, dtype=np.float64), np.arange(grid_w, dtype=np.float64), indexing="ij")
@@ -47,7 +64,10 @@ def _cubic_weights(t: np.ndarray, a: float = -0.75) -> np.ndarray:
 
 
 def interpolation_matrix(n_in: int, n_out: int, mode: str) -> np.ndarray:
-    """(n_out, n_in) matrix M with out = M @ in along one axis (float64)."""
+    """(n_out, n_in) matrix M with out = M @ in along one axis (float64); mode "bilinear" or "bicubic"."""
+    n_in = check_int("interpolation_matrix", "n_in", n_in, low=1)
+    n_out = check_int("interpolation_matrix", "n_out", n_out, low=1)
+    mode = check_choice("interpolation_matrix", "mode", mode, _MODES)
     m = np.zeros((n_out, n_in))
     s = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
     if mode == "bilinear":
@@ -58,20 +78,23 @@ def interpolation_matrix(n_in: int, n_out: int, mode: str) -> np.ndarray:
         rows = np.arange(n_out)
         np.add.at(m, (rows, i0), 1 - t)
         np.add.at(m, (rows, i1), t)
-    elif mode == "bicubic":
+    else:  # bicubic
         i0 = np.floor(s).astype(int)
         w = _cubic_weights(s - i0)
         for j, offset in enumerate((-1, 0, 1, 2)):
             np.add.at(m, (np.arange(n_out), np.clip(i0 + offset, 0, n_in - 1)), w[:, j])
-    else:
-        raise ValueError(f'interpolation must be "bilinear" or "bicubic", got {mode!r}')
     return m
 
 
 def resample_grid(grid: np.ndarray, new_size: tuple, mode: str = "bicubic") -> np.ndarray:
     """(gh, gw, D) -> (new_h, new_w, D) by separable interpolation; the same size is the identity."""
+    grid = np.asarray(grid)
+    if grid.ndim != 3:
+        raise ValueError(f"resample_grid: grid must be (gh, gw, D), got shape {grid.shape}")
+    new_size = _check_size("resample_grid", "new_size", new_size)
+    mode = check_choice("resample_grid", "mode", mode, _MODES)
     gh, gw, _ = grid.shape
-    if (gh, gw) == tuple(new_size):
+    if (gh, gw) == new_size:
         return grid.copy()
     mh = interpolation_matrix(gh, new_size[0], mode)
     mw = interpolation_matrix(gw, new_size[1], mode)
@@ -86,11 +109,22 @@ def resample_pos_embed(pos_embed, new_size: tuple, old_size: tuple | None = None
     as many tokens as a (4, 4) one, and treating it as square would silently scramble it (the
     early-return bug of timm PR #2737). Returns a new array of the input's dtype.
     """
+    where = "resample_pos_embed"
     pos = np.asarray(pos_embed)
     if pos.ndim != 3 or pos.shape[0] != 1:
-        raise ValueError(f"resample_pos_embed: pos_embed must be (1, T, D), got shape {pos.shape}")
+        raise ValueError(f"{where}: pos_embed must be (1, T, D), got shape {pos.shape}")
+    new_size = _check_size(where, "new_size", new_size)
+    old_size = None if old_size is None else _check_size(where, "old_size", old_size)
+    num_prefix_tokens = check_int(where, "num_prefix_tokens", num_prefix_tokens, low=0)
+    if num_prefix_tokens > pos.shape[1]:
+        raise ValueError(f"{where}: num_prefix_tokens={num_prefix_tokens} is more than the {pos.shape[1]} tokens of "
+                         f"pos_embed {pos.shape}")
+    interpolation = check_choice(where, "interpolation", interpolation, _MODES)
     prefix, grid_tokens = pos[:, :num_prefix_tokens], pos[0, num_prefix_tokens:]
     n = grid_tokens.shape[0]
+    if n == 0:
+        raise ValueError(f"{where}: pos_embed {pos.shape} has no grid tokens after its {num_prefix_tokens} "
+                         "prefix tokens")
     if old_size is None:
         side = math.isqrt(n)
         if side * side != n:

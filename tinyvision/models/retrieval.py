@@ -13,10 +13,9 @@ All functions take NumPy arrays (or Tensors, read as arrays) and return NumPy ar
 """
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
+from ..checks import check_bool, check_int, check_number
 from ..tensor import Tensor
 
 __all__ = ["recall_at_k", "retrieval_report", "similarity_matrix", "zero_shot_predict", "zero_shot_weights"]
@@ -58,8 +57,11 @@ def zero_shot_predict(image_emb, weights, scale: float = 100.0, normalize: bool 
     """logits = scale * normalise(I) W, (N, C), and predictions argmax_c, (N,) (ties: lowest c).
 
     The scale (CLIP's fixed 100) does not change the predictions; it turns the cosines into
-    logits whose softmax is a usable probability.
+    logits whose softmax is a usable probability. It must be > 0: a negative scale would rank
+    the classes backwards, and 0 would make every class tie.
     """
+    scale = check_number("zero_shot_predict", "scale", scale, low=0.0, low_open=True)
+    normalize = check_bool("zero_shot_predict", "normalize", normalize)
     image_emb = _as_array("zero_shot_predict", "image_emb", image_emb, 2)
     weights = _as_array("zero_shot_predict", "weights", weights, 2)
     if image_emb.shape[1] != weights.shape[0]:
@@ -93,6 +95,7 @@ def recall_at_k(similarity, relevant=None, ks=(1, 5, 10)) -> dict:
     hit at k means that rank < k. A model that scores everything equal gets no credit, and the
     result does not depend on the gallery's order.
     """
+    ks = _check_ks("recall_at_k", ks)
     sim = np.asarray(similarity, dtype=np.float64)
     if sim.ndim != 2:
         raise ValueError(f"recall_at_k: similarity has shape {sim.shape}; expected (Nq, Ng)")
@@ -113,12 +116,15 @@ def recall_at_k(similarity, relevant=None, ks=(1, 5, 10)) -> dict:
                          "relevant item, so their recall is undefined")
     best = np.where(relevant, sim, -np.inf).max(axis=1, keepdims=True)     # best relevant score per query
     rank = ((sim >= best) & ~relevant).sum(axis=1)                         # 0-based rank of that item
-    out = {}
-    for k in ks:
-        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-            raise ValueError(f"recall_at_k: each k must be a positive integer, got {k!r}")
-        out[int(k)] = float((rank < k).mean())
-    return out
+    return {k: float((rank < k).mean()) for k in ks}
+
+
+def _check_ks(where: str, ks) -> list:
+    """The cut-offs k as a list of ints >= 1."""
+    if isinstance(ks, (str, bytes)) or not hasattr(ks, "__iter__"):
+        hint = f"; for one cut-off pass ({ks!r},)" if isinstance(ks, (int, np.integer)) else ""
+        raise TypeError(f"{where}: ks must be a sequence of ints >= 1 such as (1, 5, 10), got {ks!r}{hint}")
+    return [check_int(where, f"ks[{i}]", k, low=1) for i, k in enumerate(ks)]
 
 
 def retrieval_report(similarity, relevant_i2t=None, ks=(1, 5, 10)) -> dict:
@@ -128,6 +134,7 @@ def retrieval_report(similarity, relevant_i2t=None, ks=(1, 5, 10)) -> dict:
     or None for one caption per image on the diagonal. Text->image queries are the columns, so it
     uses the transposes of both.
     """
+    _check_ks("retrieval_report", ks)
     sim = np.asarray(similarity)
     rel = None if relevant_i2t is None else np.asarray(relevant_i2t)
     return {"image_to_text": recall_at_k(sim, rel, ks),

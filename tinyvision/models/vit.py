@@ -3,8 +3,17 @@
     tokens = PatchEmbed(image)                     (B, N, D)      eq. 1: x_p E
     tokens = [cls; tokens] + pos_embed              (B, 1+N, D)    eq. 1: + E_pos
     tokens = blocks(tokens)                         (B, 1+N, D)    eq. 2-3: pre-norm transformer
-    feature = norm(tokens)[:, 0]  (or mean of patches)  (B, D)   eq. 4
+    feature = norm(tokens)[:, 0]                    (B, D)         eq. 4, global_pool="token"
+    feature = fc_norm(mean(tokens[:, 1:]))          (B, D)         global_pool="avg"
     logits = head(feature)                          (B, classes)
+
+Where the final LayerNorm sits follows timm. With the class token (global_pool="token") it is
+`norm`, applied to every token before the class token is read. With average pooling it is
+`fc_norm`, applied once to the pooled vector, and `norm` is absent (timm's nn.Identity):
+    feature = LayerNorm(1/N sum_i tokens_i)   not   1/N sum_i LayerNorm(tokens_i).
+The two differ (a mean of normalised tokens is not normalised), so a timm checkpoint only gives
+timm's logits if the norm is in timm's place. `fc_norm` overrides the choice as timm's argument
+does: None means "fc_norm exactly when global_pool is avg".
 
 Names follow timm (`patch_embed`, `cls_token`, `pos_embed`, `blocks`, `norm`, `head`) so every
 state-dict key maps one-to-one onto timm's vision_transformer.py. Defaults here are tiny (a CPU
@@ -23,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import ops as F
+from ..checks import check_bool, check_choice, check_int, check_int_pair, check_number, check_probability
 from ..nn import LayerNorm, Linear, Module, ModuleList, Parameter, TransformerBlock
 from ..backend import to_device
 from ..nn.init import as_rng, trunc_normal, xavier_uniform
@@ -42,17 +52,49 @@ class ViTOutput:
 
 
 class ViT(Module):
+    """The ViT of timm's vision_transformer.py, same parameter names and math, for the settings below.
+
+    img_size an int or (H, W); patch_size P an int dividing both; embed_dim D divisible by
+    num_heads; depth >= 0 blocks; global_pool "token" (class token) or "avg" (mean of patch
+    tokens); fc_norm None (timm's default: True exactly for "avg"), True or False. Every argument
+    is checked here, so a wrong one is named at construction, not deep inside the first forward.
+    """
+
     def __init__(self, img_size=32, patch_size=4, in_chans=3, num_classes=10, embed_dim=64, depth=4, num_heads=4,
                  mlp_ratio=4.0, qkv_bias=True, class_token=True, global_pool="token", pos_embed="learn",
-                 dropout=0.0, eps=1e-6, init="timm", *, seed):
-        if global_pool not in ("token", "avg"):
-            raise ValueError(f'ViT: global_pool must be "token" or "avg", got {global_pool!r}')
+                 dropout=0.0, eps=1e-6, init="timm", fc_norm=None, *, seed):
+        img_size = check_int_pair("ViT", "img_size", img_size, low=1)
+        patch_size = check_int("ViT", "patch_size", patch_size, low=1)
+        in_chans = check_int("ViT", "in_chans", in_chans, low=1)
+        num_classes = check_int("ViT", "num_classes", num_classes, low=1)
+        embed_dim = check_int("ViT", "embed_dim", embed_dim, low=1)
+        depth = check_int("ViT", "depth", depth, low=0)
+        num_heads = check_int("ViT", "num_heads", num_heads, low=1)
+        mlp_ratio = check_number("ViT", "mlp_ratio", mlp_ratio, low=0.0, low_open=True)
+        qkv_bias = check_bool("ViT", "qkv_bias", qkv_bias)
+        class_token = check_bool("ViT", "class_token", class_token)
+        global_pool = check_choice("ViT", "global_pool", global_pool, ("token", "avg"))
+        pos_embed = check_choice("ViT", "pos_embed", pos_embed, ("learn", "sincos", "none"))
+        dropout = check_probability("ViT", "dropout", dropout)
+        eps = check_number("ViT", "eps", eps, low=0.0, low_open=True)
+        init = check_choice("ViT", "init", init, ("timm", "xavier"))
+        use_fc_norm = global_pool == "avg" if fc_norm is None else check_bool("ViT", "fc_norm", fc_norm)
         if global_pool == "token" and not class_token:
             raise ValueError('ViT: global_pool="token" reads the class token; use class_token=True or global_pool="avg"')
-        if init not in ("timm", "xavier"):
-            raise ValueError(f'ViT: init must be "timm" or "xavier", got {init!r}')
-        if pos_embed not in ("learn", "sincos", "none"):
-            raise ValueError(f'ViT: pos_embed must be "learn", "sincos" or "none", got {pos_embed!r}')
+        if embed_dim % num_heads:
+            raise ValueError(f"ViT: embed_dim={embed_dim} is not divisible by num_heads={num_heads}; each head "
+                             f"takes embed_dim / num_heads channels (try num_heads in "
+                             f"{[h for h in range(1, embed_dim + 1) if embed_dim % h == 0][:8]})")
+        for side, name in zip(img_size, ("height", "width")):
+            if side % patch_size:
+                raise ValueError(f"ViT: patch_size={patch_size} does not divide the image {name} {side} "
+                                 f"(img_size={img_size}); expected a patch size that divides both sides")
+        if int(embed_dim * mlp_ratio) < 1:
+            raise ValueError(f"ViT: mlp_ratio={mlp_ratio} gives an MLP of int({embed_dim} * {mlp_ratio}) = 0 "
+                             f"hidden units; expected mlp_ratio >= 1 / embed_dim = {1 / embed_dim:g}")
+        if pos_embed == "sincos" and embed_dim % 4:
+            raise ValueError(f'ViT: pos_embed="sincos" needs embed_dim divisible by 4 (sin and cos of y and x), '
+                             f"got embed_dim={embed_dim}")
         rng = as_rng(seed)
         self.num_classes, self.embed_dim, self.global_pool = num_classes, embed_dim, global_pool
         self.num_prefix_tokens = 1 if class_token else 0
@@ -71,7 +113,9 @@ class ViT(Module):
             self.fixed_pos_embed = Tensor(np.concatenate([prefix, table])[None].astype(np.float32))
         self.blocks = ModuleList([TransformerBlock(embed_dim, num_heads, mlp_ratio, qkv_bias, dropout, eps, seed=rng)
                                   for _ in range(depth)])
-        self.norm = LayerNorm(embed_dim, eps=eps)
+        # timm's layout: one final LayerNorm, before pooling (`norm`) or after it (`fc_norm`); the other is None
+        self.norm = None if use_fc_norm else LayerNorm(embed_dim, eps=eps)
+        self.fc_norm = LayerNorm(embed_dim, eps=eps) if use_fc_norm else None
         self.head = Linear(embed_dim, num_classes, seed=rng)
         for m in self.modules():
             if isinstance(m, Linear):
@@ -115,11 +159,14 @@ class ViT(Module):
             if return_all:
                 out.tokens.append(tokens)
                 out.attention.append(block.attn.last_attention)
-        tokens = self.norm(tokens)
+        if self.norm is not None:
+            tokens = self.norm(tokens)                                         # every token, before pooling
         if self.global_pool == "token":
-            feature = tokens[:, 0]                                             # the class token
+            feature = tokens[:, 0]                                             # the class token (B, D)
         else:
-            feature = F.mean(tokens[:, self.num_prefix_tokens:], axis=1)       # mean of patch tokens
+            feature = F.mean(tokens[:, self.num_prefix_tokens:], axis=1)       # mean of patch tokens (B, D)
+        if self.fc_norm is not None:
+            feature = self.fc_norm(feature)                                    # the pooled vector, after pooling
         out.logits = self.head(feature)
         return out if return_all else out.logits
 
@@ -130,7 +177,7 @@ class ViT(Module):
         Learned tables are interpolated (prefix tokens kept); sin-cos tables are recomputed.
         """
         pe = self.patch_embed
-        img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        img_size = check_int_pair("ViT.set_image_size", "img_size", img_size, low=1)
         new_grid = check_patch_grid(*img_size, pe.patch_size)
         if self.pos_embed_kind == "learn":
             table = resample_pos_embed(self.pos_embed.numpy(), new_grid, pe.grid_size, self.num_prefix_tokens,
@@ -145,4 +192,5 @@ class ViT(Module):
     def extra_repr(self):
         pe = self.patch_embed
         return (f"img={pe.img_size}, patch={pe.patch_size}, tokens={pe.num_patches}+{self.num_prefix_tokens}, "
-                f"D={self.embed_dim}, depth={len(self.blocks)}, pool={self.global_pool!r}, pos={self.pos_embed_kind!r}")
+                f"D={self.embed_dim}, depth={len(self.blocks)}, pool={self.global_pool!r}, pos={self.pos_embed_kind!r}, "
+                f"final norm={'fc_norm' if self.fc_norm is not None else 'norm'}")

@@ -14,17 +14,28 @@ from __future__ import annotations
 
 from .. import ops as F
 from ..backend import to_device
+from ..checks import check_bool, check_int, check_number, check_probability
 from .init import as_rng
-from .layers import MLP, Dropout, LayerNorm, Linear
+from .layers import MLP, Dropout, LayerNorm, Linear, tensor_input
 from .module import Module
 
 __all__ = ["MultiHeadAttention", "TransformerBlock"]
 
 
+def _check_heads(where: str, dim, num_heads, dim_name: str = "dim", heads_name: str = "num_heads") -> tuple:
+    """(D, h) as ints >= 1 with h dividing D, so that every head gets d = D / h channels."""
+    dim, num_heads = check_int(where, dim_name, dim, low=1), check_int(where, heads_name, num_heads, low=1)
+    if dim % num_heads:
+        raise ValueError(f"{where}: {dim_name}={dim} is not divisible by {heads_name}={num_heads} "
+                         f"(each head takes {dim_name} / {heads_name} channels)")
+    return dim, num_heads
+
+
 class MultiHeadAttention(Module):
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, dropout: float = 0.0, *, seed):
-        if dim % num_heads:
-            raise ValueError(f"MultiHeadAttention: dim={dim} is not divisible by num_heads={num_heads}")
+        dim, num_heads = _check_heads("MultiHeadAttention", dim, num_heads)
+        qkv_bias = check_bool("MultiHeadAttention", "qkv_bias", qkv_bias)
+        dropout = check_probability("MultiHeadAttention", "dropout", dropout)
         rng = as_rng(seed)
         self.dim, self.num_heads, self.head_dim = dim, num_heads, dim // num_heads
         self.qkv = Linear(dim, 3 * dim, bias=qkv_bias, seed=rng)
@@ -33,6 +44,7 @@ class MultiHeadAttention(Module):
         self.last_attention = None  # (B, h, N, N) NumPy weights of the last call with keep_attention=True
 
     def forward(self, x, mask=None, causal: bool = False, keep_attention: bool = False):
+        x = tensor_input(f"MultiHeadAttention(dim={self.dim})", x)
         if x.ndim != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"MultiHeadAttention(dim={self.dim}): x has shape {x.shape}, expected (B, N, {self.dim})")
         b, n, _ = x.shape
@@ -51,10 +63,22 @@ class MultiHeadAttention(Module):
 
 
 class TransformerBlock(Module):
-    """Pre-norm block: x + attn(norm1(x)), then + mlp(norm2(x)). LayerNorm eps 1e-6 as timm's ViT."""
+    """Pre-norm block: x + attn(norm1(x)), then + mlp(norm2(x)). LayerNorm eps 1e-6 as timm's ViT.
+
+    The MLP's hidden width is int(dim * mlp_ratio), which must come to at least 1.
+    """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  dropout: float = 0.0, eps: float = 1e-6, *, seed):
+        where = "TransformerBlock"
+        dim, num_heads = _check_heads(where, dim, num_heads)
+        mlp_ratio = check_number(where, "mlp_ratio", mlp_ratio, low=0.0, low_open=True)
+        if int(dim * mlp_ratio) < 1:
+            raise ValueError(f"{where}: mlp_ratio={mlp_ratio} gives an MLP of int({dim} * {mlp_ratio}) = 0 hidden "
+                             f"units; it must be at least 1 / dim = {1 / dim:g}")
+        qkv_bias = check_bool(where, "qkv_bias", qkv_bias)
+        dropout = check_probability(where, "dropout", dropout)
+        eps = check_number(where, "eps", eps, low=0.0, low_open=True)
         rng = as_rng(seed)
         self.norm1 = LayerNorm(dim, eps=eps)
         self.attn = MultiHeadAttention(dim, num_heads, qkv_bias=qkv_bias, dropout=dropout, seed=rng)

@@ -15,8 +15,9 @@ import math
 import numpy as np
 
 from .. import ops as F
-from ..ops.conv import pair
+from ..checks import check_bool, check_float_dtype, check_int, check_int_pair
 from .init import as_rng, uniform_fan_in
+from .layers import tensor_input
 from .module import Module, Parameter
 
 __all__ = ["AvgPool2d", "Conv2d", "Flatten", "MaxPool2d"]
@@ -32,11 +33,15 @@ class Conv2d(Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, bias: bool = True,
                  *, seed, dtype=np.float32):
+        in_channels = check_int("Conv2d", "in_channels", in_channels, low=1)
+        out_channels = check_int("Conv2d", "out_channels", out_channels, low=1)
+        self.kernel_size = check_int_pair("Conv2d", "kernel_size", kernel_size, 1)
+        self.stride = check_int_pair("Conv2d", "stride", stride, 1)
+        self.padding = check_int_pair("Conv2d", "padding", padding, 0)
+        bias = check_bool("Conv2d", "bias", bias)
+        dtype = check_float_dtype("Conv2d", "dtype", dtype)
         rng = as_rng(seed)
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size = pair("Conv2d", "kernel_size", kernel_size, 1)
-        self.stride = pair("Conv2d", "stride", stride, 1)
-        self.padding = pair("Conv2d", "padding", padding, 0)
         fan_in = in_channels * self.kernel_size[0] * self.kernel_size[1]
         self.weight = Parameter(uniform_fan_in((out_channels, in_channels) + self.kernel_size, fan_in, rng, dtype))
         self.bias = Parameter(uniform_fan_in((out_channels,), fan_in, rng, dtype)) if bias else None
@@ -56,8 +61,8 @@ class _Pool2d(Module):
 
     def __init__(self, kernel_size, stride=None):
         name = type(self).__name__
-        self.kernel_size = pair(name, "kernel_size", kernel_size, 1)
-        self.stride = self.kernel_size if stride is None else pair(name, "stride", stride, 1)
+        self.kernel_size = check_int_pair(name, "kernel_size", kernel_size, 1)
+        self.stride = self.kernel_size if stride is None else check_int_pair(name, "stride", stride, 1)
 
     def forward(self, x):
         return type(self).pool(x, self.kernel_size, self.stride)
@@ -80,9 +85,10 @@ class Flatten(Module):
     """(B, d1, d2, ...) -> (B, d1 d2 ...): every axis from start_dim on merged into one, batch kept."""
 
     def __init__(self, start_dim: int = 1):
-        self.start_dim = start_dim
+        self.start_dim = check_int("Flatten", "start_dim", start_dim)
 
     def forward(self, x):
+        x = tensor_input(f"Flatten(start_dim={self.start_dim})", x)
         if not -x.ndim <= self.start_dim < x.ndim:
             raise ValueError(f"Flatten(start_dim={self.start_dim}): x of shape {x.shape} has no axis {self.start_dim}")
         start = self.start_dim % x.ndim

@@ -10,8 +10,27 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ops as F
+from ..tensor import Tensor
+from ..checks import check_bool, check_choice, check_float_dtype, check_int, check_number, check_probability
 from .init import as_rng, uniform_fan_in
 from .module import Module, Parameter
+
+
+def tensor_input(where: str, x, min_ndim: int = 0):
+    """A layer's input as a Tensor (arrays of numbers are wrapped), or a TypeError naming the layer.
+
+    Layers read x.shape before any op sees x, so a None or a string would otherwise fail with an
+    AttributeError deep in the layer."""
+    if not isinstance(x, Tensor):
+        if x is None or isinstance(x, (str, bytes, dict, set, bool)) or not hasattr(x, "__len__") and not hasattr(x, "shape"):
+            raise TypeError(f"{where}: the input must be a Tensor, got {type(x).__name__} {x!r}"[:200])
+        try:
+            x = Tensor(x)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{where}: the input must be a Tensor of numbers, got {type(x).__name__} ({err})"[:300]) from None
+    if x.ndim < min_ndim:
+        raise ValueError(f"{where}: the input has shape {x.shape}; it needs at least {min_ndim} axes")
+    return x
 
 __all__ = ["Dropout", "Embedding", "GELU", "Identity", "LayerNorm", "Linear", "MLP", "ReLU", "Sequential", "Tanh"]
 
@@ -20,12 +39,17 @@ class Linear(Module):
     """y = x W + b.   x: (..., in_features), W: (in_features, out_features), b: (out_features,)."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, seed, dtype=np.float32):
+        in_features = check_int("Linear", "in_features", in_features, low=1)
+        out_features = check_int("Linear", "out_features", out_features, low=1)
+        bias = check_bool("Linear", "bias", bias)
+        dtype = check_float_dtype("Linear", "dtype", dtype)
         rng = as_rng(seed)
         self.in_features, self.out_features = in_features, out_features
         self.weight = Parameter(uniform_fan_in((in_features, out_features), in_features, rng, dtype))
         self.bias = Parameter(uniform_fan_in((out_features,), in_features, rng, dtype)) if bias else None
 
     def forward(self, x):
+        x = tensor_input(f"Linear({self.in_features}, {self.out_features})", x, min_ndim=1)
         if x.shape[-1] != self.in_features:
             raise ValueError(f"Linear({self.in_features}, {self.out_features}): input has shape {x.shape}, "
                              f"expected (..., {self.in_features})")
@@ -48,10 +72,14 @@ class Linear(Module):
 class LayerNorm(Module):
     """Layer norm over the last axis with a learned scale (weight, init 1) and shift (bias, init 0).
 
-    eps: PyTorch's nn.LayerNorm uses 1e-5; timm's ViT uses 1e-6.
+    eps: PyTorch's nn.LayerNorm uses 1e-5; timm's ViT uses 1e-6. It must be > 0: a row whose
+    values are all equal has variance 0, and 1 / sqrt(0 + eps) is then finite only thanks to eps.
     """
 
     def __init__(self, dim: int, eps: float = 1e-5, dtype=np.float32):
+        dim = check_int("LayerNorm", "dim", dim, low=1)
+        eps = check_number("LayerNorm", "eps", eps, low=0.0, low_open=True)
+        dtype = check_float_dtype("LayerNorm", "dtype", dtype)
         self.dim, self.eps = dim, eps
         self.weight = Parameter(np.ones(dim, dtype=dtype))
         self.bias = Parameter(np.zeros(dim, dtype=dtype))
@@ -67,6 +95,8 @@ class Embedding(Module):
     """A table of `num` learned vectors of size `dim`; forward(ids) looks rows up. Init N(0, 1)."""
 
     def __init__(self, num: int, dim: int, *, seed, dtype=np.float32):
+        num, dim = check_int("Embedding", "num", num, low=1), check_int("Embedding", "dim", dim, low=1)
+        dtype = check_float_dtype("Embedding", "dtype", dtype)
         self.num, self.dim = num, dim
         self.weight = Parameter(as_rng(seed).standard_normal((num, dim)).astype(dtype))
 
@@ -78,12 +108,13 @@ class Embedding(Module):
 
 
 class Dropout(Module):
-    """Inverted dropout while training, identity in eval(). Owns a seeded Generator it draws masks from."""
+    """Inverted dropout while training, identity in eval(). Owns a seeded Generator it draws masks from.
+
+    p in [0, 1): p = 1 would zero every activation and every gradient behind the layer.
+    """
 
     def __init__(self, p: float = 0.0, *, seed):
-        if not 0 <= p <= 1:
-            raise ValueError(f"Dropout: p must be in [0, 1], got {p}")
-        self.p = p
+        self.p = check_probability("Dropout", "p", p)
         self.rng = as_rng(seed)
 
     def forward(self, x):
@@ -112,7 +143,7 @@ class GELU(Module):
     """GELU, exact erf form by default (as timm); approximate="tanh" for the GPT-2 form."""
 
     def __init__(self, approximate: str = "none"):
-        self.approximate = approximate
+        self.approximate = check_choice("GELU", "approximate", approximate, ("none", "tanh"))
 
     def forward(self, x):
         return F.gelu(x, self.approximate)
@@ -147,19 +178,23 @@ class Sequential(Module):
 class MLP(Module):
     """The transformer feed-forward block (timm's Mlp): fc1 -> act -> dropout -> fc2 -> dropout.
 
-    x: (..., in_features) -> (..., out_features); hidden is usually 4 x in_features.
+    x: (..., in_features) -> (..., out_features); hidden is usually 4 x in_features;
+    out_features=None means in_features.
     """
 
     def __init__(self, in_features: int, hidden_features: int, out_features: int | None = None,
                  act: str = "gelu", dropout: float = 0.0, *, seed):
-        rng = as_rng(seed)
+        in_features = check_int("MLP", "in_features", in_features, low=1)
+        hidden_features = check_int("MLP", "hidden_features", hidden_features, low=1)
+        out_features = in_features if out_features is None else check_int("MLP", "out_features", out_features, low=1)
         acts = {"gelu": GELU, "gelu_tanh": lambda: GELU("tanh"), "relu": ReLU, "tanh": Tanh}
-        if act not in acts:
-            raise ValueError(f"MLP: act must be one of {sorted(acts)}, got {act!r}")
+        act = check_choice("MLP", "act", act, tuple(sorted(acts)))
+        dropout = check_probability("MLP", "dropout", dropout)
+        rng = as_rng(seed)
         self.fc1 = Linear(in_features, hidden_features, seed=rng)
         self.act = acts[act]()
         self.drop = Dropout(dropout, seed=rng)
-        self.fc2 = Linear(hidden_features, out_features or in_features, seed=rng)
+        self.fc2 = Linear(hidden_features, out_features, seed=rng)
 
     def forward(self, x):
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))

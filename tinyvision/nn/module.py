@@ -7,12 +7,17 @@ which is what checkpoints save and what `tinyvision.io.load_torch_state_dict` ma
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from ..backend import check_device_name, to_device
 from ..tensor import Tensor
 
 __all__ = ["Module", "ModuleList", "Parameter"]
+
+_INPUT_ERRORS = (TypeError, ValueError, IndexError, FloatingPointError)
+_depth = 0      # how many Module calls are running (single-threaded use, as everywhere in tinyvision)
 
 
 class Parameter(Tensor):
@@ -44,7 +49,24 @@ class Module:
         object.__setattr__(self, name, value)
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        """forward(); an input error raised anywhere inside is prefixed with the name of the module the
+        user called (the outermost one), so "layer_norm: weight has shape (4,), expected (3,)" deep in
+        a model reads "ViT: layer_norm: ..." and says which call went wrong."""
+        global _depth
+        _depth += 1
+        try:
+            return self.forward(*args, **kwargs)
+        except _INPUT_ERRORS as err:
+            name = type(self).__name__
+            if _depth > 1 or str(err).startswith(name):
+                raise
+            try:
+                renamed = type(err)(f"{name}: {err}")
+            except Exception:  # noqa: BLE001 - an exception class with another signature keeps its message
+                raise err from None
+            raise renamed.with_traceback(err.__traceback__) from None
+        finally:
+            _depth -= 1
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} must define forward()")  # abstract
@@ -135,28 +157,78 @@ class Module:
         """{dotted name: NumPy array copy} of every parameter."""
         return {name: p.numpy().copy() for name, p in self.named_parameters()}
 
-    def load_state_dict(self, state: dict, strict: bool = True) -> dict:
-        """Copy arrays into the parameters of the same names.
+    def check_state_dict(self, state, strict: bool = True) -> tuple:
+        """Everything `load_state_dict` checks, and the arrays it would write; nothing is changed.
 
-        Shapes must match exactly. With strict=True, keys missing from `state` and keys the
-        model does not have are errors; with strict=False they are returned for inspection.
-        Returns {"missing": [...], "unexpected": [...]}.
+        Returns (values, report): values {dotted name: array already cast to the parameter's
+        dtype and placed on its device}, report {"missing": [...], "unexpected": [...]}.
+        Raises, naming every offending key:
+            KeyError    with strict=True, keys missing from `state` or unknown to the model
+            ValueError  a shape that differs from the parameter's; a float64 value too large for
+                        a float32 parameter (the cast would turn it into inf)
+            TypeError   `state` not a dict; an entry that is not a numeric array of the
+                        parameter's kind: a string, an object, a bool or complex array, or an
+                        integer array for a float weight (usually a quantized tensor that needs
+                        its scale; casting it would load the raw codes as weights). Checked
+                        before shapes: a string's shape means nothing.
+        Checking everything first is what makes loading all-or-nothing: a bad last entry must not
+        leave the first ones overwritten.
         """
+        where = f"load_state_dict({type(self).__name__})"
+        if not isinstance(state, Mapping):
+            raise TypeError(f"{where}: state must be a dict of arrays, got {type(state).__name__}")
         own = dict(self.named_parameters())
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in own]
         if strict and (missing or unexpected):
-            raise KeyError(f"load_state_dict({type(self).__name__}): missing keys {missing}, unexpected keys "
-                           f"{unexpected} (pass strict=False to load the keys that do match)")
-        wrong = [f"{k}: checkpoint {tuple(np.shape(state[k]))} vs model {own[k].shape}"
-                 for k in own if k in state and tuple(np.shape(state[k])) != own[k].shape]
-        if wrong:
-            raise ValueError(f"load_state_dict({type(self).__name__}): shape mismatch for " + "; ".join(wrong))
-        for k, p in own.items():
-            if k in state:
-                value = np.asarray(to_device(state[k], "cpu"), dtype=p.dtype)
-                p.data = to_device(value.copy(), p.device)
-        return {"missing": missing, "unexpected": unexpected}
+            raise KeyError(f"{where}: missing keys {missing}, unexpected keys {unexpected} "
+                           "(pass strict=False to load the keys that do match)")
+        arrays, wrong_kind = {}, []
+        for name, p in own.items():
+            if name in state:
+                array, problem = _numeric_array(state[name], p.dtype)
+                if problem:
+                    wrong_kind.append(f"{name}: {problem}")
+                else:
+                    arrays[name] = array
+        if wrong_kind:
+            raise TypeError(f"{where}: wrong kind of array for " + "; ".join(wrong_kind))
+        wrong_shape = [f"{k}: checkpoint {a.shape} vs model {own[k].shape}" for k, a in arrays.items()
+                       if a.shape != own[k].shape]
+        if wrong_shape:
+            raise ValueError(f"{where}: shape mismatch for " + "; ".join(wrong_shape))
+
+        values, overflow = {}, []
+        for name, array in arrays.items():
+            p = own[name]
+            with np.errstate(over="ignore"):
+                value = array.astype(p.dtype, copy=True)  # a copy: the model never shares the caller's memory
+            if not np.array_equal(np.isfinite(value), np.isfinite(array)):
+                overflow.append(name)
+            values[name] = to_device(value, p.device)
+        if overflow:
+            raise ValueError(f"{where}: values of {overflow} are finite in the checkpoint but overflow the "
+                             f"parameters' dtype (inf after the cast)")
+        return values, {"missing": missing, "unexpected": unexpected}
+
+    def assign_checked(self, values: dict) -> None:
+        """Write the arrays that `check_state_dict` returned into the parameters (no checks: they were made)."""
+        own = dict(self.named_parameters())
+        for name, value in values.items():
+            own[name].data = value
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> dict:
+        """Copy arrays into the parameters of the same names, all of them or none.
+
+        Shapes must match exactly and values must be numeric arrays of the parameter's kind
+        (see `check_state_dict`, which runs in full before anything is written). With
+        strict=True, keys missing from `state` and keys the model does not have are errors;
+        with strict=False they are returned for inspection. Returns {"missing": [...],
+        "unexpected": [...]}.
+        """
+        values, report = self.check_state_dict(state, strict)
+        self.assign_checked(values)
+        return report
 
     # --- printing -----------------------------------------------------------------------------
     def extra_repr(self) -> str:
@@ -171,6 +243,23 @@ class Module:
         if not lines:
             return head + ")" if self.extra_repr() or not own else head + ", ".join(own) + ")"
         return head + "\n  " + "\n  ".join(lines) + "\n)"
+
+
+def _numeric_array(value, dtype) -> tuple:
+    """(value as a host NumPy array, None), or (None, what is wrong with it) unless it is of `dtype`'s kind.
+
+    The kinds: float parameters take float arrays of any width (float16, float64: the cast is
+    exact or rounds), never ints, bools, complex numbers, strings or objects.
+    """
+    try:
+        array = np.asarray(to_device(value, "cpu"))
+    except (TypeError, ValueError, RuntimeError) as err:  # a ragged list, a bfloat16 torch tensor, ...
+        return None, f"{type(value).__name__} that NumPy cannot read as an array ({err})"
+    kind = np.dtype(dtype).kind
+    if array.dtype.kind != kind:
+        names = {"f": "floating-point", "i": "signed integer", "u": "unsigned integer", "b": "bool"}
+        return None, f"a {array.dtype} array, expected a {names.get(kind, kind)} array like the parameter ({dtype})"
+    return array, None
 
 
 class ModuleList(Module):

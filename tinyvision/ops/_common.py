@@ -25,8 +25,20 @@ def tensors_for(op: str, *args):
             if a.dtype != like.dtype:
                 raise TypeError(f"{op}: argument {i} has dtype {a.dtype} but another argument has "
                                 f"{like.dtype}; convert one with .astype(...)")
-        out.append(as_tensor(a, like))
+        out.append(a if isinstance(a, Tensor) else _constant(op, i, a, like))
     return out
+
+
+def _constant(op: str, i: int, value, like: Tensor) -> Tensor:
+    """A plain number or array argument as a constant Tensor like `like`, or a TypeError naming the op."""
+    if isinstance(value, (bool, np.bool_)) or value is None or isinstance(value, (str, bytes, dict, set)):
+        raise TypeError(f"{op}: argument {i} must be a Tensor, a number or an array of numbers, "
+                        f"got {type(value).__name__} {value!r}"[:300])
+    try:
+        return as_tensor(value, like)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{op}: argument {i} must be a Tensor, a number or an array of numbers, "
+                        f"got {type(value).__name__} ({err})"[:300]) from None
 
 
 def broadcast_shape(op: str, *shapes) -> tuple:
@@ -57,9 +69,11 @@ def normalize_axes(op: str, axis, ndim: int) -> tuple:
     """axis (None, int or tuple, negatives allowed) as a sorted tuple of non-negative axes."""
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    axes = (axis,) if not isinstance(axis, (tuple, list)) else tuple(axis)
     out = []
     for a in axes:
+        if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, np.integer)):
+            raise TypeError(f"{op}: axis must be None, an int or a tuple of ints, got {axis!r}"[:200])
         if not -ndim <= a < ndim:
             raise ValueError(f"{op}: axis {a} is out of range for a tensor with {ndim} dimensions")
         out.append(int(a) % ndim)
@@ -114,5 +128,12 @@ class quiet_errors:
             self.state.__exit__(*exc)
 
 
-__all__ = ["broadcast_shape", "check_finite_result", "expand_reduced", "fast_kernel", "normalize_axes",
-           "normalize_axis", "quiet_errors", "tensors_for", "unbroadcast"]
+class overflow_allowed(quiet_errors):
+    """Silence NumPy's overflow warning where an op detects the overflow and handles it itself."""
+
+    def __init__(self, xp):
+        self.state = xp.errstate(over="ignore") if hasattr(xp, "errstate") else None
+
+
+__all__ = ["broadcast_shape", "check_finite_result",  "expand_reduced", "fast_kernel", "normalize_axes",
+           "normalize_axis", "overflow_allowed", "quiet_errors", "tensors_for", "unbroadcast"]

@@ -16,6 +16,12 @@ Masks: `mask` is boolean, broadcastable to (..., Nq, Nk), True where a query MAY
 bottom right, as in flash-attn, which is the usual i >= j when Nq == Nk. A query row with every
 key masked outputs 0 and passes no gradient, never NaN.
 
+Overflow, one behaviour for every implementation: if a score tau q.k overflows the dtype, or q or k
+holds a NaN or an inf, the op raises FloatingPointError (the softmax of such scores is not defined:
+NumPy would give NaN and a tiled kernel zeros). The check costs one pass over q and k: no score can
+exceed max(1, |tau|) d max|q| max|k| (each partial dot product is bounded by it), and only when that
+bound passes the dtype's largest value are the scores computed densely and looked at.
+
 This file is the dense reference. When the kernel switch picks a tiled kernel (tinyvision/kernels,
 FlashAttention) and the weights P are not asked for, `_flash` runs the same math without ever
 storing P; tests/test_ops.py checks both paths against the same float64 formula.
@@ -23,10 +29,13 @@ storing P; tests/test_ops.py checks both paths against the same float64 formula.
 from __future__ import annotations
 
 import math
+import numbers
+
+import numpy as np
 
 from ..backend import xp_of
 from ..tensor import Tensor
-from ._common import broadcast_shape, fast_kernel, tensors_for, unbroadcast
+from ._common import broadcast_shape, fast_kernel, overflow_allowed, tensors_for, unbroadcast
 from .reduce import softmax_array
 
 __all__ = ["scaled_dot_product_attention", "attention_mask"]
@@ -45,6 +54,9 @@ def attention_mask(nq: int, nk: int, mask=None, causal: bool = False, xp=None):
         mask = xp.asarray(mask.data if isinstance(mask, Tensor) else mask)
         if mask.dtype != bool:
             raise TypeError(f"scaled_dot_product_attention: mask must be boolean (True = may attend), got dtype {mask.dtype}")
+        if broadcast_shape("scaled_dot_product_attention (mask)", mask.shape[-2:], (nq, nk)) != (nq, nk):
+            raise ValueError(f"scaled_dot_product_attention: mask has shape {tuple(mask.shape)}; its last two axes "
+                             f"must broadcast to (Nq, Nk) = ({nq}, {nk})")
         keep = mask if keep is None else (keep & mask)
     return keep
 
@@ -65,17 +77,35 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False, scale
     nq, nk = q.shape[-2], k.shape[-2]
     batch = broadcast_shape("scaled_dot_product_attention (batch axes of q, k, v)",
                             q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    for name, flag in (("causal", causal), ("return_weights", return_weights)):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f"scaled_dot_product_attention: {name} must be True or False, got {flag!r}")
+    if scale is None and q.shape[-1] == 0:
+        raise ValueError(f"scaled_dot_product_attention: q is {q.shape}; the head dim d is 0, so the default "
+                         "scale 1/sqrt(d) is undefined (pass scale= or use d >= 1)")
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, numbers.Real)
+                              or not math.isfinite(scale)):
+        raise ValueError(f"scaled_dot_product_attention: scale must be a finite number, got {scale!r}")
     xp = xp_of(q.data)
     tau = q.dtype.type(1 / math.sqrt(q.shape[-1]) if scale is None else scale)
     keep = attention_mask(nq, nk, mask, causal, xp)
     if keep is not None:
         broadcast_shape("scaled_dot_product_attention (mask)", keep.shape, batch + (nq, nk))
+    safe = _scores_cannot_overflow(q.data, k.data, float(tau))
 
-    fast = None if return_weights else fast_kernel("attention", q, k, v)
+    empty = min(q.size, k.size, v.size) == 0     # the dense code gives the empty or all-zero result
+    fast = None if (return_weights or not safe or empty) else fast_kernel("attention", q, k, v)
     if fast is not None:
         return _flash(fast, q, k, v, mask, causal, float(tau), batch)
 
-    s = (q.data @ k.data.swapaxes(-1, -2)) * tau
+    with overflow_allowed(xp):   # an overflow is looked for just below, when it is possible at all
+        s = (q.data @ k.data.swapaxes(-1, -2)) * tau
+    if not safe and not bool(xp.isfinite(s).all()):
+        raise FloatingPointError(
+            "scaled_dot_product_attention: the scores tau q.k are not finite (an overflow of "
+            f"{q.dtype}, or a NaN / inf in q or k: max|q| = {float(xp.abs(q.data).max())}, "
+            f"max|k| = {float(xp.abs(k.data).max())}, tau = {float(tau)}); scale the inputs down or "
+            "compute in float64")
     if keep is not None:
         s = xp.where(keep, s, xp.asarray(-xp.inf, dtype=s.dtype))
     p = softmax_array(s, -1)  # an all -inf row gives zeros, so its output row is 0
@@ -90,6 +120,19 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False, scale
         return unbroadcast(dq, q.shape), unbroadcast(dk, k.shape), unbroadcast(dv, v.shape)
     out = Tensor.from_op(o, (q, k, v), backward, "scaled_dot_product_attention")
     return (out, p) if return_weights else out
+
+
+def _scores_cannot_overflow(q, k, tau) -> bool:
+    """True when no partial sum of tau q.k can overflow q's dtype: |tau q.k| <= max(1, |tau|) d max|q| max|k|.
+
+    False also for a NaN or an inf in q or k. One pass over q and k, against the N^2 d of attention.
+    """
+    if q.size == 0 or k.size == 0:
+        return True
+    xp = xp_of(q)
+    top_q, top_k = float(xp.abs(q).max()), float(xp.abs(k).max())
+    bound = max(1.0, abs(tau)) * q.shape[-1] * top_q * top_k    # a Python float: float64, may be inf
+    return math.isfinite(bound) and bound < float(np.finfo(q.dtype).max)
 
 
 def _flash(fast, q, k, v, mask, causal, tau, batch):

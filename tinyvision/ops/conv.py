@@ -28,11 +28,10 @@ the stride is smaller than the kernel), and the gradient of the zero border is d
 """
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
 from ..backend import xp_of
+from ..checks import check_int_pair
 from ..tensor import Tensor
 from ._common import tensors_for
 
@@ -42,16 +41,12 @@ __all__ = ["conv2d", "avg_pool2d", "max_pool2d",
 
 
 # --- argument checks ------------------------------------------------------------------------------
-def _is_int(v) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+_MAX_VALUES = 2**37    # 512 GiB of float32: refused by name rather than deep inside NumPy's pad
 
 
 def pair(op: str, name: str, value, minimum: int) -> tuple:
     """An int or an (h, w) pair of ints, each >= minimum, as an (h, w) tuple of ints."""
-    values = (value, value) if _is_int(value) else tuple(value) if isinstance(value, (tuple, list)) else ()
-    if len(values) != 2 or not all(_is_int(v) and v >= minimum for v in values):
-        raise ValueError(f"{op}: {name} must be an int >= {minimum} or a pair (h, w) of them, got {value!r}")
-    return int(values[0]), int(values[1])
+    return check_int_pair(op, name, value, minimum)
 
 
 def _check_image(op: str, name: str, t: Tensor, layout: str = "(B, C, H, W)"):
@@ -62,6 +57,9 @@ def _check_image(op: str, name: str, t: Tensor, layout: str = "(B, C, H, W)"):
 def _check_window_fits(op: str, shape, kernel, padding):
     """The kernel must fit inside the (padded) image at least once: H + 2 p_h >= kh, same for W."""
     h, w = shape[2] + 2 * padding[0], shape[3] + 2 * padding[1]
+    if shape[0] * shape[1] * h * w > _MAX_VALUES:
+        raise ValueError(f"{op}: padding {padding} makes the {shape} input {h}x{w} per channel, "
+                         f"{shape[0] * shape[1] * h * w:.3g} values: too large to allocate")
     if kernel[0] > h or kernel[1] > w:
         what = f"padded input {h}x{w} (x is {shape}, padding {padding})" if any(padding) else \
             f"input {h}x{w} (x is {shape})"
@@ -140,8 +138,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0) -> Tensor:
                                 of dL/dcols[b, (i, j), (c, u, v)]                     (col2im)
     and dL/dx is dL/dx_pad with the padded border cut off (those zeros are constants).
     """
-    args = [a for a in (x, weight, bias) if a is not None]
-    tensors = tensors_for("conv2d", *args)
+    tensors = tensors_for("conv2d", x, weight, *([] if bias is None else [bias]))
     x, weight = tensors[0], tensors[1]
     bias = tensors[2] if bias is not None else None
     _check_image("conv2d", "x", x)
@@ -171,7 +168,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0) -> Tensor:
 
     def backward(g):
         g_mat = g.reshape(b, d, h_out * w_out).transpose(0, 2, 1)              # G: (B, L, D), Y's layout
-        d_w = g_mat.reshape(-1, d).T @ cols.reshape(-1, c * kh * kw)             # sum_b G_b^T cols_b
+        d_w = g_mat.reshape(b * h_out * w_out, d).T @ cols.reshape(b * h_out * w_out, c * kh * kw)  # sum_b G_b^T cols_b
         d_cols = g_mat @ w_mat                                                   # (B, L, K)
         d_windows = d_cols.reshape(b, h_out, w_out, c, kh, kw).transpose(0, 3, 1, 2, 4, 5)
         d_x = fold_windows(d_windows, padded_shape, stride)[:, :, ph:ph + h, pw:pw + w]   # col2im, crop

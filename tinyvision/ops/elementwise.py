@@ -11,6 +11,7 @@ import numbers
 
 from ..backend import xp_of
 from ..special import erf
+from ..checks import check_real
 from ..tensor import Tensor
 from ._common import broadcast_shape, check_finite_result, fast_kernel, quiet_errors, tensors_for, unbroadcast
 
@@ -73,10 +74,12 @@ def pow(x, exponent) -> Tensor:  # noqa: A001 - the name users expect
     goes through exp/log and is many times slower than two multiplications.
     """
     (x,) = tensors_for("pow", x)
-    if not isinstance(exponent, numbers.Real):
+    if not isinstance(exponent, numbers.Real) or isinstance(exponent, bool):
         raise TypeError(f"pow: the exponent must be a number, got {type(exponent).__name__} "
                         "(a tensor exponent is exp(p * log(x)))")
     p = float(exponent)
+    if not math.isfinite(p):
+        raise ValueError(f"pow: the exponent must be finite, got {exponent!r}")
 
     def power(base, q):
         if q == int(q) and 0 <= q <= 4:
@@ -166,11 +169,13 @@ def gelu(x, approximate: str = "none") -> Tensor:
     xp, v = xp_of(x.data), x.data
     if approximate not in ("none", "tanh"):
         raise ValueError(f'gelu: approximate must be "none" or "tanh", got {approximate!r}')
-    fast = fast_kernel("gelu", x)
+    fast = fast_kernel("gelu", x) if x.size else None
     if fast is not None:  # one compiled pass, no temporaries (tinyvision/kernels)
+        # (ascontiguousarray makes a 0-d array 1-d: the reshapes give the tensor its own shape back)
         v = xp.ascontiguousarray(v)
-        return Tensor.from_op(fast.forward(v, None, approximate), (x,),
-                              lambda g: (fast.backward(xp.ascontiguousarray(g), v, None, approximate)[0],), "gelu")
+        return Tensor.from_op(fast.forward(v, None, approximate).reshape(x.shape), (x,),
+                              lambda g: (fast.backward(xp.ascontiguousarray(g).reshape(v.shape), v, None,
+                                                       approximate)[0].reshape(x.shape),), "gelu")
     if approximate == "none":
         cdf = 0.5 * (1 + erf(v * v.dtype.type(1 / math.sqrt(2))))
         y = v * cdf
@@ -195,6 +200,7 @@ def clip(x, low=None, high=None) -> Tensor:
     (x,) = tensors_for("clip", x)
     if low is None and high is None:
         raise ValueError("clip: give at least one of low and high")
+    low, high = (None if b is None else check_real("clip", name, b) for name, b in (("low", low), ("high", high)))
     if low is not None and high is not None and low > high:
         raise ValueError(f"clip: low={low} is greater than high={high}")
     xp = xp_of(x.data)
@@ -229,6 +235,7 @@ def where(condition, a, b) -> Tensor:
 def masked_fill(x, mask, value: float) -> Tensor:
     """x with `value` where mask is True.   d/dx = [not mask] (a filled entry is a constant)."""
     (x,) = tensors_for("masked_fill", x)
+    value = check_real("masked_fill", "value", value)
     mask = _as_bool_mask("masked_fill", mask, x)
     if broadcast_shape("masked_fill", x.shape, mask.shape) != x.shape:
         raise ValueError(f"masked_fill: mask of shape {tuple(mask.shape)} must broadcast to x's shape {x.shape}")

@@ -8,8 +8,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import scatter_add, xp_of
+from ..checks import check_bool, check_int, check_number
 from ..tensor import Tensor
-from ._common import fast_kernel, tensors_for
+from ._common import fast_kernel, overflow_allowed, tensors_for
 
 __all__ = ["layer_norm", "dropout", "embedding"]
 
@@ -39,7 +40,11 @@ def layer_norm(x, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
         if p is not None and p.shape != (d,):
             raise ValueError(f"layer_norm: {name} has shape {p.shape}, expected ({d},) to match x's last axis of shape {x.shape}")
     xp = xp_of(x.data)
-    fast = fast_kernel("layer_norm", x)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating, np.integer)):
+        raise TypeError(f"layer_norm: eps must be a number, got {type(eps).__name__}")
+    if not eps > 0:   # also refuses NaN
+        raise ValueError(f"layer_norm: eps must be positive (it keeps 1/sqrt(var + eps) finite), got {eps!r}")
+    fast = fast_kernel("layer_norm", x) if x.size else None
     if fast is not None:  # fused compiled kernel: one pass for statistics, one for the output
         rows = xp.ascontiguousarray(x.data).reshape(-1, d)
         w, b_ = (None if p is None else p.data for p in (weight, bias))
@@ -49,10 +54,12 @@ def layer_norm(x, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
             dx, dw, db = fast.backward(xp.ascontiguousarray(g).reshape(-1, d), rows, mean, rstd, w)
             return (dx.reshape(x.shape),) + ((dw,) if weight is not None else ()) + ((db,) if bias is not None else ())
         return Tensor.from_op(y_rows.reshape(x.shape), tuple(tensors), fast_backward, "layer_norm")
-    mu = x.data.mean(axis=-1, keepdims=True)
-    centred = x.data - mu
-    r = 1 / xp.sqrt((centred * centred).mean(axis=-1, keepdims=True) + eps)
-    x_hat = centred * r
+    if x.size == 0:   # no rows, or D = 0: the empty result, and empty gradients
+        return Tensor.from_op(xp.zeros(x.shape, x.dtype), tuple(tensors),
+                              lambda g: tuple(xp.zeros(t.shape, t.dtype) for t in tensors), "layer_norm")
+    # float16 statistics overflow at |x| ~ 256 ((x - mu)^2 > 65504): compute in float32, as PyTorch does
+    v = x.data.astype(xp.float32) if x.dtype == xp.float16 else x.data
+    x_hat, r = normalize_rows(v, eps)
     y = x_hat
     if weight is not None:
         y = y * weight.data
@@ -61,15 +68,45 @@ def layer_norm(x, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
     lead = tuple(range(x.ndim - 1))
 
     def backward(g):
+        g = g.astype(v.dtype, copy=False)
         h = g * weight.data if weight is not None else g
         dx = r * (h - h.mean(axis=-1, keepdims=True) - x_hat * (h * x_hat).mean(axis=-1, keepdims=True))
-        grads = [dx]
+        grads = [dx.astype(x.dtype, copy=False)]
         if weight is not None:
-            grads.append((g * x_hat).sum(axis=lead))
+            grads.append((g * x_hat).sum(axis=lead).astype(x.dtype, copy=False))
         if bias is not None:
-            grads.append(g.sum(axis=lead))
+            grads.append(g.sum(axis=lead).astype(x.dtype, copy=False))
         return tuple(grads)
-    return Tensor.from_op(y, tuple(tensors), backward, "layer_norm")
+    return Tensor.from_op(y.astype(x.dtype, copy=False), tuple(tensors), backward, "layer_norm")
+
+
+def normalize_rows(v, eps):
+    """(x_hat, r): x_hat = (v - mu) r and r = 1 / sqrt(sigma^2 + eps), statistics over the last axis.
+
+    The plain formula squares x - mu, which overflows once |x - mu| passes the square root of the
+    dtype's largest value (1.8e19 in float32): sigma^2 = inf, r = 0, and the row would silently come
+    out as zeros. Such rows (rare; found by checking sigma^2) are redone with the row scaled by
+    s = max |v| first, which changes nothing in exact arithmetic:
+        x_hat = (v/s - mean(v/s)) / sqrt(var(v/s) + eps/s^2),   r = 1 / (s sqrt(var(v/s) + eps/s^2))
+    """
+    xp = xp_of(v)
+    with overflow_allowed(xp):   # detected and redone just below
+        mu = v.mean(axis=-1, keepdims=True)
+        centred = v - mu
+        var = (centred * centred).mean(axis=-1, keepdims=True)
+    r = 1 / xp.sqrt(var + v.dtype.type(eps))
+    x_hat = centred * r
+    overflowed = ~xp.isfinite(var[..., 0]) & xp.isfinite(v).all(axis=-1)
+    if bool(overflowed.any()):
+        rows = v[overflowed]
+        s = xp.abs(rows).max(axis=-1, keepdims=True)
+        scaled = rows / s
+        c = scaled - scaled.mean(axis=-1, keepdims=True)
+        with overflow_allowed(xp):   # s * s = inf makes eps / s^2 = 0, its true value to the last bit
+            root = xp.sqrt((c * c).mean(axis=-1, keepdims=True) + v.dtype.type(eps) / (s * s))
+        x_hat[overflowed] = c / root
+        r[overflowed] = 1 / (s * root)
+    return x_hat, r
 
 
 def dropout(x, p: float, training: bool = True, seed=None) -> Tensor:
@@ -80,12 +117,13 @@ def dropout(x, p: float, training: bool = True, seed=None) -> Tensor:
     when entries are actually dropped, so that every run is reproducible.
     """
     (x,) = tensors_for("dropout", x)
-    if not 0 <= p <= 1:
-        raise ValueError(f"dropout: p must be in [0, 1], got {p}")
-    if not training or p == 0:
+    p = check_number("dropout", "p", p, 0.0, 1.0)
+    if not check_bool("dropout", "training", training) or p == 0:
         return x
     if seed is None:
         raise ValueError("dropout: pass seed= (an int or numpy.random.Generator) so the mask is reproducible")
+    if not isinstance(seed, np.random.Generator):
+        seed = check_int("dropout", "seed", seed, low=0)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     xp = xp_of(x.data)
     keep = xp.asarray(rng.random(x.shape) >= p)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from ..backend import xp_of
+from ..checks import check_bool, check_int
 from ..tensor import Tensor
 from ._common import expand_reduced, fast_kernel, normalize_axes, normalize_axis, quiet_errors, tensors_for
 
@@ -23,6 +24,7 @@ def _count(shape, axes) -> int:
 def sum(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
     """sum_i x_i over `axis`.   d/dx_i = 1: every summed entry gets the output's gradient."""
     (x,) = tensors_for("sum", x)
+    keepdims = check_bool("sum", "keepdims", keepdims)
     axes = normalize_axes("sum", axis, x.ndim)
     xp = xp_of(x.data)
 
@@ -35,6 +37,7 @@ def sum(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
 def mean(x, axis=None, keepdims: bool = False) -> Tensor:
     """(1/n) sum_i x_i.   d/dx_i = 1/n."""
     (x,) = tensors_for("mean", x)
+    keepdims = check_bool("mean", "keepdims", keepdims)
     axes = normalize_axes("mean", axis, x.ndim)
     n = _count(x.shape, axes)
     if n == 0:
@@ -54,6 +57,7 @@ def max(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
     symmetric; without ties it is the usual "gradient goes to the argmax".
     """
     (x,) = tensors_for("max", x)
+    keepdims = check_bool("max", "keepdims", keepdims)
     if x.size == 0:
         raise ValueError(f"max: cannot take the max of an empty tensor of shape {x.shape}")
     axes = normalize_axes("max", axis, x.ndim)
@@ -75,6 +79,8 @@ def var(x, axis=None, keepdims: bool = False, ddof: int = 0) -> Tensor:
     because sum_i (x_i - mean) = 0.)
     """
     (x,) = tensors_for("var", x)
+    keepdims = check_bool("var", "keepdims", keepdims)
+    ddof = check_int("var", "ddof", ddof, low=0)
     axes = normalize_axes("var", axis, x.ndim)
     n = _count(x.shape, axes)
     if n - ddof <= 0:
@@ -88,42 +94,77 @@ def var(x, axis=None, keepdims: bool = False, ddof: int = 0) -> Tensor:
     return Tensor.from_op(y, (x,), backward, "var")
 
 
+def _shift(v, axis):
+    """The row maximum m (kept dims) that the softmax family subtracts, made safe to subtract.
+
+    Subtracting the max keeps every exponent <= 0, so nothing overflows at |v| = 1e4. A row that
+    is all -inf (everything masked) has m = -inf, and an empty axis has no max at all: both are
+    shifted by 0 instead, so that (-inf) - (-inf) never makes a NaN.
+    """
+    xp = xp_of(v)
+    axes = axis if isinstance(axis, tuple) else (axis,)
+    if any(v.shape[a] == 0 for a in axes):
+        return xp.zeros([1 if i in axes else n for i, n in enumerate(v.shape)], v.dtype)
+    m = v.max(axis=axis, keepdims=True)
+    return xp.where(xp.isfinite(m), m, xp.zeros((), v.dtype))
+
+
+def _shifted_exp_sum(v, axis):
+    """(m, e, s): m = _shift(v), e = e^(v - m), s = sum e over `axis` (kept dims)."""
+    m = _shift(v, axis)
+    with quiet_errors(xp_of(v)):
+        e = xp_of(v).exp(v - m)
+    return m, e, e.sum(axis=axis, keepdims=True)
+
+
 def logsumexp_array(v, axis, keepdims=True):
     """log sum_i e^(v_i), computed as m + log sum_i e^(v_i - m) with m = max_i v_i.
 
-    Subtracting the max keeps every exponent <= 0, so nothing overflows at |v| = 1e4. A row
-    that is all -inf (everything masked) has m = -inf; we shift it by 0 instead so that the
-    result is -inf rather than NaN from (-inf) - (-inf).
+    An all -inf row, and an empty axis (a sum of nothing is 0), give -inf.
+    """
+    m, _, s = _shifted_exp_sum(v, axis)
+    with quiet_errors(xp_of(v)):
+        out = m + xp_of(v).log(s)
+    return out if keepdims else out.squeeze(axis=axis)
+
+
+def log_softmax_array(v, axis):
+    """v_i - logsumexp(v), computed as (v_i - m) - log s, never as v_i - (m + log s).
+
+    The order matters in floating point: for four float32 logits of 1e8, m + log 4 rounds back to
+    1e8 (the spacing of float32 there is 8), so v - (m + log s) would be 0 instead of -log 4.
+    Subtracting m first leaves small numbers, where log s = 1.386 is kept exactly. An all -inf row
+    stays -inf rather than NaN.
     """
     xp = xp_of(v)
-    m = v.max(axis=axis, keepdims=True)
-    m = xp.where(xp.isfinite(m), m, xp.zeros((), v.dtype))
+    m, _, s = _shifted_exp_sum(v, axis)
     with quiet_errors(xp):
-        out = m + xp.log(xp.exp(v - m).sum(axis=axis, keepdims=True))
-    return out if keepdims else out.squeeze(axis=axis)
+        out = (v - m) - xp.log(s)
+    return xp.where(s > 0, out, xp.asarray(-xp.inf, dtype=v.dtype))
 
 
 def softmax_array(v, axis):
     """e^(v_i - m) / sum_j e^(v_j - m): the stable softmax; an all -inf row gives all zeros."""
     xp = xp_of(v)
-    m = v.max(axis=axis, keepdims=True)
-    m = xp.where(xp.isfinite(m), m, xp.zeros((), v.dtype))
-    e = xp.exp(v - m)
-    s = e.sum(axis=axis, keepdims=True)
+    _, e, s = _shifted_exp_sum(v, axis)
     return e / xp.where(s > 0, s, xp.ones((), v.dtype))
 
 
 def logsumexp(x, axis=-1, keepdims: bool = False) -> Tensor:
-    """log sum_i e^(x_i).   d/dx_i = e^(x_i) / sum_j e^(x_j) = softmax(x)_i."""
+    """log sum_i e^(x_i).   d/dx_i = e^(x_i) / sum_j e^(x_j) = softmax(x)_i.
+
+    Over an empty axis the sum has no terms: the result is log 0 = -inf (as in NumPy and PyTorch).
+    """
     (x,) = tensors_for("logsumexp", x)
+    keepdims = check_bool("logsumexp", "keepdims", keepdims)
     axes = normalize_axes("logsumexp", axis, x.ndim)
     y = logsumexp_array(x.data, axes, keepdims=True)
 
     def backward(g):
+        # softmax(x), not e^(x - y): y = m + log s is rounded to the spacing of m, and at x ~ 1e8
+        # in float32 e^(x - y) would be 1 instead of 1/4
         g = g if keepdims else expand_reduced(g, axes, x.shape)
-        with quiet_errors(xp_of(g)):
-            p = xp_of(g).exp(x.data - y)
-        return (g * xp_of(g).nan_to_num(p),)
+        return (g * softmax_array(x.data, axes),)
     out = y if keepdims else y.reshape([n for i, n in enumerate(x.shape) if i not in axes])
     return Tensor.from_op(out, (x,), backward, "logsumexp")
 
@@ -136,7 +177,7 @@ def softmax(x, axis: int = -1) -> Tensor:
     """
     (x,) = tensors_for("softmax", x)
     axis = normalize_axis("softmax", axis, x.ndim)
-    fast = fast_kernel("softmax", x) if axis == x.ndim - 1 else None
+    fast = fast_kernel("softmax", x) if axis == x.ndim - 1 and x.size else None
     if fast is not None:  # the same math in one compiled pass per row (tinyvision/kernels)
         rows = xp_of(x.data).ascontiguousarray(x.data).reshape(-1, x.shape[-1])
         y = fast.forward(rows)
@@ -153,10 +194,7 @@ def log_softmax(x, axis: int = -1) -> Tensor:
     """y_i = x_i - logsumexp(x).   dL/dx_k = g_k - softmax(x)_k sum_i g_i."""
     (x,) = tensors_for("log_softmax", x)
     axis = normalize_axis("log_softmax", axis, x.ndim)
-    xp = xp_of(x.data)
-    lse = logsumexp_array(x.data, axis)
-    # a row that is all -inf (fully masked) stays -inf instead of (-inf) - (-inf) = NaN
-    y = xp.where(xp.isneginf(lse), xp.asarray(-xp.inf, dtype=x.dtype), x.data - xp.where(xp.isneginf(lse), 0, lse))
+    y = log_softmax_array(x.data, axis)
 
     def backward(g):
         return (g - softmax_array(x.data, axis) * g.sum(axis=axis, keepdims=True),)

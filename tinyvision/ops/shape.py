@@ -11,16 +11,34 @@ import math
 import numpy as np
 
 from ..backend import scatter_add, xp_of
+from ..checks import check_real, is_int
 from ..tensor import Tensor
 from ._common import normalize_axes, normalize_axis, tensors_for
 
+_MAX_BYTES = 2**40     # 1 TiB: a size no machine allocates, refused by name instead of deep in NumPy
+
 __all__ = ["reshape", "transpose", "permute", "getitem", "concatenate", "stack", "split", "pad"]
+
+
+def _ints(op: str, name: str, value, allow_int: bool = True) -> tuple:
+    """A tuple of ints from an int or a sequence of ints. Floats are refused, never truncated:
+    reshape((2.9, 2.1)) would silently become (2, 2)."""
+    if allow_int and is_int(value):
+        return (int(value),)
+    if not isinstance(value, (tuple, list)) and not (isinstance(value, np.ndarray) and value.ndim == 1):
+        raise TypeError(f"{op}: {name} must be {'an int or ' if allow_int else ''}a sequence of ints, "
+                        f"got {type(value).__name__} {value!r}"[:200])
+    bad = [v for v in value if not is_int(v)]
+    if bad:
+        raise TypeError(f"{op}: {name} must hold ints, got {list(value)!r} (an entry {bad[0]!r} of type "
+                        f"{type(bad[0]).__name__}); round explicitly if a float was meant"[:250])
+    return tuple(int(v) for v in value)
 
 
 def reshape(x, shape) -> Tensor:
     """The same values in a new shape (one entry may be -1).   Backward: reshape back."""
     (x,) = tensors_for("reshape", x)
-    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(int(n) for n in shape)
+    shape = _ints("reshape", "shape", shape)
     known = math.prod(n for n in shape if n != -1)
     if shape.count(-1) > 1 or any(n < -1 for n in shape) or (
             -1 not in shape and known != x.size) or (-1 in shape and (known == 0 or x.size % known)):
@@ -31,7 +49,7 @@ def reshape(x, shape) -> Tensor:
 def permute(x, axes) -> Tensor:
     """Reorder the axes: output axis i is input axis axes[i].   Backward: the inverse permutation."""
     (x,) = tensors_for("permute", x)
-    axes = tuple(int(a) for a in axes)
+    axes = _ints("permute", "axes", axes, allow_int=x.ndim == 1)
     if len(axes) != x.ndim or sorted(a % max(x.ndim, 1) for a in axes) != list(range(x.ndim)):
         raise ValueError(f"permute: axes {axes} are not a permutation of the {x.ndim} axes of shape {x.shape}")
     inverse = tuple(int(i) for i in np.argsort([a % x.ndim for a in axes]))
@@ -43,6 +61,7 @@ def transpose(x, axes=None) -> Tensor:
     (x,) = tensors_for("transpose", x)
     if axes is None:
         return permute(x, tuple(reversed(range(x.ndim))))
+    axes = _ints("transpose", "axes", axes, allow_int=False)
     if len(axes) != 2:
         raise ValueError(f"transpose: give two axes to swap, got {axes}; use permute for a full order")
     a, b = normalize_axes("transpose", axes[0], x.ndim)[0], normalize_axes("transpose", axes[1], x.ndim)[0]
@@ -140,13 +159,13 @@ def split(x, sections, axis: int = 0) -> list:
     (x,) = tensors_for("split", x)
     axis = normalize_axis("split", axis, x.ndim)
     n = x.shape[axis]
-    if isinstance(sections, (int, np.integer)):
+    if is_int(sections):
         if sections <= 0 or n % sections:
             raise ValueError(f"split: axis {axis} of shape {x.shape} has {n} entries, which cannot be cut "
                              f"into {sections} equal parts")
         cuts = [n // sections * i for i in range(1, sections)]
     else:
-        cuts = [int(c) for c in sections]
+        cuts = list(_ints("split", "sections", sections, allow_int=False))
         if cuts != sorted(cuts) or any(not 0 <= c <= n for c in cuts):
             raise ValueError(f"split: indices {cuts} must be increasing and within 0..{n} (axis {axis}, shape {x.shape})")
     bounds = [0, *cuts, n]
@@ -160,13 +179,22 @@ def pad(x, pad_width, value: float = 0.0) -> Tensor:
     Backward: the gradient of the padded border is dropped; the inner block is x's gradient.
     """
     (x,) = tensors_for("pad", x)
+    flat = np.asarray(pad_width, dtype=object).reshape(-1) if isinstance(pad_width, (tuple, list)) else None
+    if flat is None or not flat.size or not all(is_int(w) for w in flat):
+        raise TypeError(f"pad: pad_width must be a (before, after) pair of ints or one such pair per axis, "
+                        f"got {pad_width!r}"[:200])
     try:
-        widths = np.broadcast_to(np.asarray(pad_width, dtype=np.int64), (x.ndim, 2)) if x.ndim else np.zeros((0, 2), int)
+        widths = np.broadcast_to(np.asarray(pad_width, dtype=np.int64), (x.ndim, 2))
     except ValueError:
         raise ValueError(f"pad: pad_width {pad_width} does not fit {x.ndim} axes; give one (before, after) pair, "
                          f"or one per axis") from None
     if (widths < 0).any():
         raise ValueError(f"pad: pad widths must be >= 0, got {pad_width}")
+    value = check_real("pad", "value", value)
+    padded = tuple(int(n + b + a) for n, (b, a) in zip(x.shape, widths))
+    if math.prod(padded) * x.dtype.itemsize > _MAX_BYTES:
+        raise ValueError(f"pad: padding {x.shape} by {pad_width} gives shape {padded}, "
+                         f"{math.prod(padded) * x.dtype.itemsize / 2**30:.3g} GiB: too large")
     xp = xp_of(x.data)
     y = xp.pad(x.data, [tuple(int(v) for v in w) for w in widths], mode="constant", constant_values=value)
     inner = tuple(slice(int(b), int(b) + n) for (b, _), n in zip(widths, x.shape))

@@ -39,21 +39,13 @@ import numbers
 import numpy as np
 
 from ..backend import to_device, xp_of
+from ..checks import check_bool, check_number
 from ..tensor import Tensor
 
 __all__ = ["SGD", "Adam", "AdamW", "Optimizer", "clip_grad_norm", "param_groups_no_decay"]
 
 
-# --- argument checks -------------------------------------------------------------------------
-def _check_number(where: str, name: str, value, low: float = 0.0, high: float | None = None) -> float:
-    """`value` as a float in [low, high) (or [low, inf)), else a ValueError naming it."""
-    is_real = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not is_real or not math.isfinite(value) or value < low or (high is not None and value >= high):
-        wanted = f"in [{low}, {high})" if high is not None else f">= {low}"
-        raise ValueError(f"{where}: {name} must be a finite number {wanted}, got {value!r}")
-    return float(value)
-
-
+# --- argument checks (the numbers go through tinyvision.checks) --------------------------------
 def _check_params(where: str, params) -> list:
     """A list of leaf Tensors from `params`, with the common mistakes named."""
     if isinstance(params, Tensor):
@@ -178,71 +170,126 @@ class Optimizer:
                 out[f"state.{j}.{name}"] = value if is_count else to_device(value, "cpu").copy()
         return out
 
-    def load_state_dict(self, state: dict) -> None:
-        """Restore hyperparameters and buffers from `state_dict()` (or its .npz round trip).
+    def state_dict_shapes(self) -> dict:
+        """{key: shape} for every key `load_state_dict` accepts, given these groups and parameters.
 
-        Everything is checked before anything changes: the same groups with the same numbers of
-        parameters, buffer shapes equal to parameter shapes, no missing or unexpected keys.
+        Every "param_groups.*" key is required; a parameter's "state.{j}.*" buffers come all
+        together or not at all (a parameter that has not been updated yet has none). Checkpoint
+        readers use the shapes to size what they read before reading it.
+        """
+        shapes = {}
+        for i, group in enumerate(self.param_groups):
+            for name, value in group.items():
+                shapes[f"param_groups.{i}.{name}"] = (len(value),) if name == "params" else np.shape(value)
+        for j, p in enumerate(self._parameters()):
+            for name in self.state_names:
+                shapes[f"state.{j}.{name}"] = () if name == "step" else tuple(p.shape)
+        return shapes
+
+    def state_dtype(self, p):
+        """The dtype of p's buffers (momentum, moments): p's own, unless a subclass needs it wider."""
+        return p.data.dtype
+
+    def check_state_dict(self, state) -> tuple:
+        """Everything `load_state_dict` checks, and what it would install; nothing is changed.
+
+        Returns (groups, state) for `assign_checked`. Raises, naming the key, what was seen and
+        what was expected:
+            KeyError    missing group keys, unknown keys, a parameter with only some buffers
+            TypeError   a value that is not a number of the right kind: a string or object array,
+                        a float where a count is meant (a parameter index, a step: NaN or 2.5
+                        are no step), a number where True / False is meant, an integer buffer
+            ValueError  wrong shapes, groups holding other parameters, hyperparameters out of
+                        range (through the subclass's own checks), a negative step
         """
         where = f"{type(self).__name__}.load_state_dict"
-        params = self._parameters()
-        expected_group_keys = {f"param_groups.{i}.{name}"
-                               for i, group in enumerate(self.param_groups) for name in group}
-        group_keys = {k for k in state if k.startswith("param_groups.")}
-        missing = sorted(expected_group_keys - group_keys)
-        unexpected = sorted(group_keys - expected_group_keys)
+        try:
+            state = dict(state)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{where}: state must be a dict from state_dict(), got {type(state).__name__}") from err
+        shapes = self.state_dict_shapes()
+        missing = sorted(k for k in shapes if k.startswith("param_groups.") and k not in state)
+        unexpected = sorted(str(k) for k in state if k not in shapes)
         buffers = {}  # parameter index -> {buffer name: value}
         for key in state:
-            parts = key.split(".")
-            if parts[0] == "param_groups":
-                continue
-            ok = (len(parts) == 3 and parts[0] == "state" and parts[1].isdigit()
-                  and int(parts[1]) < len(params) and parts[2] in self.state_names)
-            if not ok:
-                unexpected.append(key)
-            else:
-                buffers.setdefault(int(parts[1]), {})[parts[2]] = state[key]
+            if key in shapes and key.startswith("state."):
+                _, j, name = key.split(".")
+                buffers.setdefault(int(j), {})[name] = state[key]
         if missing or unexpected:
             raise KeyError(f"{where}: missing keys {missing}, unexpected keys {unexpected} "
                            f"({type(self).__name__} keeps buffers {list(self.state_names)})")
+        partial = [f"parameter {j} has {sorted(saved)}" for j, saved in sorted(buffers.items())
+                   if set(saved) != set(self.state_names)]
+        if partial:
+            raise KeyError(f"{where}: {'; '.join(partial)}, expected all of {sorted(self.state_names)} or none")
+
+        # Every value as an array of the kind its key needs, with the shape the key needs.
+        params = self._parameters()
+        arrays = {}
+        for key, value in state.items():
+            if key.endswith(".params") or key.endswith(".step"):
+                kinds, wanted = "iu", "integers"            # parameter indices, step counts
+            elif key.startswith("state."):
+                kinds, wanted = "f", "floats"               # buffers
+            else:
+                current = self.param_groups[int(key.split(".")[1])][key.split(".")[2]]
+                is_flag = isinstance(current, bool)
+                kinds, wanted = ("b", "True / False") if is_flag else ("fiu", "numbers")
+            try:
+                array = np.asarray(to_device(value, "cpu"))
+            except (TypeError, ValueError) as err:
+                raise TypeError(f"{where}: {key} is a {type(value).__name__} NumPy cannot read ({err})") from err
+            if array.dtype.kind not in kinds:
+                raise TypeError(f"{where}: {key} holds {array.dtype} values, expected {wanted}")
+            if array.shape != shapes[key]:
+                raise ValueError(f"{where}: {key} has shape {array.shape}, expected {shapes[key]}")
+            arrays[key] = array
 
         new_groups, start = [], 0
         for i, group in enumerate(self.param_groups):
-            indices = np.asarray(state[f"param_groups.{i}.params"]).tolist()
+            indices = arrays[f"param_groups.{i}.params"].tolist()
             if indices != list(range(start, start + len(group["params"]))):
                 raise ValueError(f"{where}: param_groups[{i}] holds parameters {indices} in the saved state but "
                                  f"{len(group['params'])} parameters here, starting at index {start}")
             start += len(group["params"])
-            hyper = {name: _like(group[name], state[f"param_groups.{i}.{name}"]) for name in group if name != "params"}
+            hyper = {name: _like(group[name], arrays[f"param_groups.{i}.{name}"]) for name in group if name != "params"}
             new_groups.append(self._check_hyperparameters(hyper, f"{where} param_groups[{i}]"))
 
         new_state = {}
-        for j, saved in sorted(buffers.items()):
-            p = params[j]
-            if set(saved) != set(self.state_names):
-                raise ValueError(f"{where}: parameter {j} has buffers {sorted(saved)}, expected all of "
-                                 f"{sorted(self.state_names)} or none")
-            own = {}
-            for name, value in saved.items():
+        for j in sorted(buffers):
+            p, own = params[j], {}
+            for name in self.state_names:
+                array = arrays[f"state.{j}.{name}"]
                 if name == "step":
-                    own[name] = int(value)
-                    continue
-                value = np.asarray(value)
-                if value.shape != p.shape:
-                    raise ValueError(f"{where}: state.{j}.{name} has shape {value.shape}, but parameter {j} "
-                                     f"has shape {p.shape}")
-                own[name] = to_device(value.astype(p.dtype, copy=True), p.device)
+                    if array < 0:
+                        raise ValueError(f"{where}: state.{j}.step is {int(array)}, expected a count >= 0")
+                    own[name] = int(array)
+                else:
+                    own[name] = to_device(array.astype(self.state_dtype(p), copy=True), p.device)
             new_state[id(p)] = own
+        return new_groups, new_state
 
+    def assign_checked(self, checked: tuple) -> None:
+        """Install what `check_state_dict` returned (no checks: they were made)."""
+        new_groups, new_state = checked
         for group, hyper in zip(self.param_groups, new_groups):
             group.update(hyper)
         self.state = new_state
 
+    def load_state_dict(self, state: dict) -> None:
+        """Restore hyperparameters and buffers from `state_dict()` (or its .npz round trip).
 
-def _like(current, saved):
-    """`saved` (perhaps a 0-d or 1-d array after np.load) in the Python type of `current`."""
+        All or nothing: `check_state_dict` checks every key, kind, shape and value (the same
+        groups with the same numbers of parameters, buffer shapes equal to parameter shapes, no
+        missing or unexpected keys) before anything changes.
+        """
+        self.assign_checked(self.check_state_dict(state))
+
+
+def _like(current, saved: np.ndarray):
+    """`saved` (an array checked for kind and shape) in the Python type of `current`."""
     if isinstance(current, tuple):
-        return tuple(float(x) for x in np.asarray(saved).ravel())
+        return tuple(float(x) for x in saved.ravel())
     if isinstance(current, bool):
         return bool(saved)
     return float(saved)
@@ -267,12 +314,10 @@ class SGD(Optimizer):
         super().__init__(params, {"lr": lr, "momentum": momentum, "nesterov": nesterov, "weight_decay": weight_decay})
 
     def _check_hyperparameters(self, hyper, where):
-        hyper["lr"] = _check_number(where, "lr", hyper["lr"])
-        hyper["momentum"] = _check_number(where, "momentum", hyper["momentum"], high=1.0)
-        hyper["weight_decay"] = _check_number(where, "weight_decay", hyper["weight_decay"])
-        if not isinstance(hyper["nesterov"], (bool, np.bool_)):
-            raise ValueError(f"{where}: nesterov must be True or False, got {hyper['nesterov']!r}")
-        hyper["nesterov"] = bool(hyper["nesterov"])
+        hyper["lr"] = check_number(where, "lr", hyper["lr"], low=0.0)
+        hyper["momentum"] = check_number(where, "momentum", hyper["momentum"], 0.0, 1.0, high_open=True)
+        hyper["weight_decay"] = check_number(where, "weight_decay", hyper["weight_decay"], low=0.0)
+        hyper["nesterov"] = check_bool(where, "nesterov", hyper["nesterov"])
         if hyper["nesterov"] and hyper["momentum"] == 0:
             raise ValueError(f"{where}: nesterov=True needs momentum > 0, got momentum={hyper['momentum']}")
         return hyper
@@ -309,6 +354,11 @@ class Adam(Optimizer):
     The paper's faster variant folds the correction into the lr and adds eps to sqrt(v)
     uncorrected; that moves eps slightly. We keep Algorithm 1 as printed, which is also what
     torch.optim.Adam computes (up to rounding).
+
+    The fused kernel (tinyvision/kernels/numba_cpu.py) takes float32 and float64 parameters;
+    others, float16 included, get this NumPy update under any kernel choice. In float16 it is
+    computed with float32 state and arithmetic: in float16 itself eps = 1e-8 rounds to 0, and
+    (1 - beta2) g^2 rounds to 0 for |g| below about 5e-3, so a step would be m / 0 = inf.
     """
 
     state_names = ("step", "exp_avg", "exp_avg_sq")
@@ -317,23 +367,36 @@ class Adam(Optimizer):
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
 
+    def state_dtype(self, p):
+        """float32 moments for float16 parameters (see the class docstring), else p's dtype."""
+        return np.dtype(np.float32) if p.data.dtype == np.float16 else p.data.dtype
+
     def _check_hyperparameters(self, hyper, where):
-        hyper["lr"] = _check_number(where, "lr", hyper["lr"])
+        # lr >= 0 (0 freezes a group); betas in [0, 1), since beta = 1 never updates m or v and
+        # makes the bias correction 1 / (1 - 1^t) infinite; eps > 0, or a zero gradient gives 0 / 0.
+        hyper["lr"] = check_number(where, "lr", hyper["lr"], low=0.0)
         betas = hyper["betas"]
         if isinstance(betas, np.ndarray):
             betas = betas.tolist()
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        if not isinstance(betas, (tuple, list)):
+            raise TypeError(f"{where}: betas must be a pair (beta1, beta2), got {betas!r} ({type(betas).__name__})")
+        if len(betas) != 2:
             raise ValueError(f"{where}: betas must be a pair (beta1, beta2), got {hyper['betas']!r}")
-        hyper["betas"] = tuple(_check_number(where, f"betas[{k}]", b, high=1.0) for k, b in enumerate(betas))
-        hyper["eps"] = _check_number(where, "eps", hyper["eps"])
-        hyper["weight_decay"] = _check_number(where, "weight_decay", hyper["weight_decay"])
+        hyper["betas"] = tuple(check_number(where, f"betas[{k}]", b, 0.0, 1.0, high_open=True)
+                               for k, b in enumerate(betas))
+        hyper["eps"] = check_number(where, "eps", hyper["eps"], low=0.0, low_open=True)
+        hyper["weight_decay"] = check_number(where, "weight_decay", hyper["weight_decay"], low=0.0)
         return hyper
 
     def _update(self, p, grad, state, group):
         xp = xp_of(p.data)
         lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+        # float16 parameters keep m and v in float32 and take the step in float32 (the usual mixed-
+        # precision practice): in float16, eps = 1e-8 rounds to 0 and (1 - beta2) g^2 to 0 for |g| below
+        # ~5e-3, so a step would be m / 0 = inf.
+        wide = self.state_dtype(p)
         if not state:
-            state.update(step=0, exp_avg=xp.zeros_like(p.data), exp_avg_sq=xp.zeros_like(p.data))
+            state.update(step=0, exp_avg=xp.zeros(p.data.shape, wide), exp_avg_sq=xp.zeros(p.data.shape, wide))
         state["step"] += 1
         t = state["step"]
         fast = _fused_adam(p, grad, state)
@@ -342,13 +405,14 @@ class Adam(Optimizer):
                         decoupled=self.decoupled_weight_decay)
             return
 
-        g = grad
+        g = grad.astype(wide, copy=False)
+        w = p.data.astype(wide, copy=False)     # p.data itself unless p is float16
         if wd != 0 and self.decoupled_weight_decay:
             # AdamW: shrink p directly, p <- p - lr wd p, outside the adaptive scaling below.
             # Written as one multiply, as torch.optim.AdamW does.
-            p.data *= 1 - lr * wd
+            w *= 1 - lr * wd
         elif wd != 0:
-            g = grad + wd * p.data
+            g = g + wd * w
 
         m, v = state["exp_avg"], state["exp_avg_sq"]
         m *= beta1
@@ -357,19 +421,27 @@ class Adam(Optimizer):
         v += (1 - beta2) * (g * g)
         m_hat = m / (1 - beta1 ** t)
         v_hat = v / (1 - beta2 ** t)
-        p.data -= lr * m_hat / (xp.sqrt(v_hat) + eps)
+        w -= lr * m_hat / (xp.sqrt(v_hat) + eps)
+        if w is not p.data:
+            p.data[...] = w
+
+
+# What the fused kernels take (numba_cpu.adamw_update: C-contiguous float32 / float64 NumPy
+# arrays, all of the parameter's dtype). Anything else, float16 included, takes the NumPy update
+# above: a kernel switch chooses the speed, never whether a parameter can be trained.
+_FUSED_ADAM_DTYPES = (np.float32, np.float64)
 
 
 def _fused_adam(p, grad, state):
     """The fused Adam(W) kernel when the kernel switch picks one and every buffer suits it, else None."""
     from .. import kernels  # noqa: PLC0415 - kernels imports nothing from optim
-    impl = kernels.implementation("adamw", p.device)
-    if impl == "numpy":
-        return None
     arrays = (p.data, grad, state["exp_avg"], state["exp_avg_sq"])
+    if p.data.dtype not in _FUSED_ADAM_DTYPES:
+        return None
     if not all(a.flags.c_contiguous and a.dtype == p.data.dtype for a in arrays):
         return None
-    return kernels.kernel("adamw", impl)
+    impl = kernels.implementation("adamw", p.device, arrays)   # honours a kernel's own `accepts`, if it has one
+    return None if impl == "numpy" else kernels.kernel("adamw", impl)
 
 
 class AdamW(Adam):
@@ -407,7 +479,12 @@ def param_groups_no_decay(module, weight_decay: float, skip: tuple = ()) -> list
     parameters to exempt (timm also exempts `pos_embed` and `cls_token`). Frozen parameters
     (requires_grad=False) are left out of both groups.
     """
-    weight_decay = _check_number("param_groups_no_decay", "weight_decay", weight_decay)
+    weight_decay = check_number("param_groups_no_decay", "weight_decay", weight_decay, low=0.0)
+    if not callable(getattr(module, "named_parameters", None)):
+        raise TypeError(f"param_groups_no_decay: module must be a Module, got {type(module).__name__}")
+    if isinstance(skip, str) or not isinstance(skip, (tuple, list, set, frozenset)):
+        raise TypeError(f"param_groups_no_decay: skip must be a tuple of parameter names, got {skip!r}"
+                        + (f"; for one name write ({skip!r},)" if isinstance(skip, str) else ""))
     names = dict(module.named_parameters())
     unknown = sorted(set(skip) - set(names))
     if unknown:
@@ -434,9 +511,7 @@ def clip_grad_norm(params, max_norm: float) -> float:
     A NaN or infinite norm raises FloatingPointError naming the offending parameters: scaling by
     max_norm / inf would silently turn every gradient into 0 or NaN.
     """
-    max_norm = _check_number("clip_grad_norm", "max_norm", max_norm)
-    if max_norm == 0:
-        raise ValueError("clip_grad_norm: max_norm must be > 0, got 0")
+    max_norm = check_number("clip_grad_norm", "max_norm", max_norm, low=0.0, low_open=True)
     params = _check_params("clip_grad_norm", params)
     unique = {id(p): p for p in params}            # a parameter listed twice is still one gradient
     params = list(unique.values())

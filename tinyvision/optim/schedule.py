@@ -17,32 +17,22 @@ base_lr for long, then lands smoothly at min_lr; it has no step-decay milestones
 from __future__ import annotations
 
 import math
-import numbers
+
+from ..checks import check_int, check_number
 
 __all__ = ["WarmupCosine", "warmup_cosine"]
-
-
-def _check_step_count(where: str, name: str, value, low: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{where}: {name} must be an integer >= {low}, got {value!r}")
-    return int(value)
-
-
-def _check_lr(where: str, name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{where}: {name} must be a finite number >= 0, got {value!r}")
-    return float(value)
 
 
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_lr: float = 0.0) -> float:
     """The learning rate at `step` (0-based): linear warm-up, then cosine decay; formula above."""
     where = "warmup_cosine"
-    step = _check_step_count(where, "step", step)
-    total_steps = _check_step_count(where, "total_steps", total_steps, low=1)
-    warmup_steps = _check_step_count(where, "warmup_steps", warmup_steps)
+    step = check_int(where, "step", step, low=0)
+    total_steps = check_int(where, "total_steps", total_steps, low=1)
+    warmup_steps = check_int(where, "warmup_steps", warmup_steps, low=0)
     if warmup_steps > total_steps:
         raise ValueError(f"{where}: warmup_steps ({warmup_steps}) must be <= total_steps ({total_steps})")
-    base_lr, min_lr = _check_lr(where, "base_lr", base_lr), _check_lr(where, "min_lr", min_lr)
+    base_lr = check_number(where, "base_lr", base_lr, low=0.0)
+    min_lr = check_number(where, "min_lr", min_lr, low=0.0)
     if min_lr > base_lr:
         raise ValueError(f"{where}: min_lr ({min_lr}) must be <= base_lr ({base_lr})")
 
@@ -69,12 +59,15 @@ class WarmupCosine:
 
     def __init__(self, optimizer, total_steps: int, warmup_steps: int, min_lr: float = 0.0):
         where = "WarmupCosine"
+        if not isinstance(getattr(optimizer, "param_groups", None), list):
+            raise TypeError(f"{where}: optimizer must be an optimizer with param_groups (SGD, Adam, AdamW), "
+                            f"got {type(optimizer).__name__}")
         self.optimizer = optimizer
-        self.total_steps = _check_step_count(where, "total_steps", total_steps, low=1)
-        self.warmup_steps = _check_step_count(where, "warmup_steps", warmup_steps)
+        self.total_steps = check_int(where, "total_steps", total_steps, low=1)
+        self.warmup_steps = check_int(where, "warmup_steps", warmup_steps, low=0)
         if self.warmup_steps > self.total_steps:
             raise ValueError(f"{where}: warmup_steps ({warmup_steps}) must be <= total_steps ({total_steps})")
-        self.min_lr = _check_lr(where, "min_lr", min_lr)
+        self.min_lr = check_number(where, "min_lr", min_lr, low=0.0)
         self.base_lrs = [group["lr"] for group in optimizer.param_groups]
         for i, base_lr in enumerate(self.base_lrs):
             if self.min_lr > base_lr:

@@ -48,11 +48,12 @@ highest id; here EOT = 2, so pooling must compare with eot_id.)
 """
 from __future__ import annotations
 
-import numbers
 import re
 from collections import Counter
 
 import numpy as np
+
+from ..checks import check_choice, check_int, is_int
 
 __all__ = ["EOT", "PAD", "SOT", "SPECIAL_TOKENS", "UNK", "Tokenizer", "eot_index", "normalize", "split_words"]
 
@@ -105,6 +106,7 @@ def eot_index(ids, eot_id: int = EOT) -> np.ndarray:
     Raises ValueError when a row has none, rather than returning 0 the way argmax of an
     all-False row does (open_clip #1151: the model would pool at the start token, silently).
     """
+    eot_id = check_int("eot_index", "eot_id", eot_id)
     ids = np.asarray(ids)
     if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
         raise ValueError(f"eot_index: ids must be an integer array (B, L), got shape {ids.shape} dtype {ids.dtype}")
@@ -126,6 +128,8 @@ class Tokenizer:
     pad_id, sot_id, eot_id, unk_id = PAD, SOT, EOT, UNK
 
     def __init__(self, vocab):
+        if isinstance(vocab, (str, bytes)) or not hasattr(vocab, "__iter__"):
+            raise TypeError(f"Tokenizer: vocab must be a list of str, got {type(vocab).__name__}")
         vocab = [str(w) for w in vocab]
         if tuple(vocab[:len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
             raise ValueError(f"Tokenizer: vocab must start with {SPECIAL_TOKENS}, got {vocab[:len(SPECIAL_TOKENS)]}")
@@ -147,8 +151,7 @@ class Tokenizer:
         The order depends on the counts alone, so the same texts in any order give the same ids.
         """
         texts = _as_texts(texts, "Tokenizer.train")
-        if not isinstance(min_count, numbers.Integral) or isinstance(min_count, bool) or min_count < 1:
-            raise ValueError(f"Tokenizer.train: min_count must be an int >= 1, got {min_count!r}")
+        min_count = check_int("Tokenizer.train", "min_count", min_count, low=1)
         counts = Counter(w for t in texts for w in split_words(t))
         words = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
         return cls(list(SPECIAL_TOKENS) + words)
@@ -176,11 +179,11 @@ class Tokenizer:
         every row holds exactly one EOT; on_overflow="error" raises ValueError naming the rows.
         """
         texts = _as_texts(texts, "Tokenizer.encode_batch")
-        if not isinstance(context_length, numbers.Integral) or isinstance(context_length, bool) or context_length < 2:
+        # ValueError even for a wrong type (check_int would raise TypeError): tests/test_tokenizer.py expects it.
+        if not is_int(context_length) or context_length < 2:
             raise ValueError(f"Tokenizer.encode_batch: context_length must be an int >= 2 (room for the start and end "
                              f"tokens), got {context_length!r}")
-        if on_overflow not in ("truncate", "error"):
-            raise ValueError(f"Tokenizer.encode_batch: on_overflow must be 'truncate' or 'error', got {on_overflow!r}")
+        on_overflow = check_choice("Tokenizer.encode_batch", "on_overflow", on_overflow, ("truncate", "error"))
         L = int(context_length)
         rows = [self.encode(t) for t in texts]
         long = [i for i, r in enumerate(rows) if len(r) > L]
