@@ -229,3 +229,79 @@ if __name__ == "__main__":  # python tests/test_api_fuzz.py: every mutation once
             print(f"{case.name}({name}={label}): {problem}"[:300])
     print(f"{found} findings in {len(MUTATIONS)} calls")
     sys.exit(1 if found else 0)
+
+
+# --- the checks refuse bad input, not good input written another way -------------------------------
+def test_valid_spellings_of_numbers_axes_and_widths_are_accepted():
+    """0-d arrays (what a reduction returns) count as numbers, integer arrays as axes and widths,
+    an int as one width for every side: the checks must not refuse what NumPy users write."""
+    import tinyvision.ops as F
+    x = T(2, 3)
+    assert F.scaled_dot_product_attention(T(1, 2, 3), T(1, 2, 3), T(1, 2, 3), scale=np.array(0.5)).shape == (1, 2, 3)
+    assert F.layer_norm(x, eps=np.array(1e-5)).shape == (2, 3)
+    assert F.dropout(x, np.float32(0.5), seed=np.int64(0)).shape == (2, 3)
+    assert F.masked_fill(x, np.array([True, False, True]), x.data.min()).shape == (2, 3)
+    assert F.clip(x, np.array(0.0)).shape == (2, 3)
+    assert F.pad(x, 1).shape == (4, 5) and F.pad(x, np.array([1, 1])).shape == (4, 5)
+    assert F.sum(x, axis=np.array([0, 1])).shape == ()
+    assert F.sum(x, axis=np.int64(1), keepdims=np.bool_(True)).shape == (2, 1)
+    assert F.reshape(x, np.array([3, 2])).shape == (3, 2)
+
+
+def test_cross_entropy_over_zero_classes_with_every_target_ignored():
+    import tinyvision.ops as F
+    logits = T(2, 0)
+    assert F.cross_entropy(logits, np.array([-100, -100]), reduction="sum").item() == 0.0
+    assert F.cross_entropy(logits, np.array([-100, -100]), reduction="none").shape == (2,)
+
+
+def test_label_smoothing_one_with_a_masked_target_is_infinite_not_nan():
+    import tinyvision.ops as F
+    loss = F.cross_entropy(tv.Tensor(np.array([[-np.inf, 0.0]], np.float32)), np.array([0]), label_smoothing=1.0)
+    assert loss.item() == np.inf
+
+
+def test_python_ints_too_large_for_a_float_are_a_value_error():
+    import tinyvision.ops as F
+    with pytest.raises(ValueError, match="clip: low must be a number, got an int of 401 digits"):
+        F.clip(T(2), low=10**400)
+    with pytest.raises(ValueError, match="Adam: lr must be a finite number >= 0.0, got an int of 401 digits"):
+        tv.optim.Adam([tv.nn.Parameter(np.ones(2))], lr=10**400)
+
+
+def test_a_layer_error_names_the_layer_called_and_keeps_the_exception():
+    """The outermost module's name goes in front of the message; the exception object, its type,
+    its cause and its traceback are the ones raised inside."""
+    from tinyvision import nn
+
+    class Checked(nn.Module):
+        def forward(self, x):
+            try:
+                {}["missing"]
+            except KeyError as key_error:
+                raise ValueError("inner: x is wrong") from key_error
+
+    class Outer(nn.Module):
+        def __init__(self):
+            self.inner = Checked()
+
+        def forward(self, x):
+            return self.inner(x)
+
+    with pytest.raises(ValueError, match=r"^Outer: inner: x is wrong$") as info:
+        Outer()(T(2))
+    assert isinstance(info.value.__cause__, KeyError)
+    assert "raise ValueError" in "".join(__import__("traceback").format_tb(info.value.__traceback__))
+
+    class Custom(ValueError):
+        def __init__(self, shape):
+            super().__init__(f"bad shape {shape}")
+            self.shape = shape
+
+    class Raises(nn.Module):
+        def forward(self, x):
+            raise Custom((2, 3))
+
+    with pytest.raises(Custom) as info:
+        Raises()(T(2))
+    assert info.value.shape == (2, 3) and str(info.value) == "bad shape (2, 3)"

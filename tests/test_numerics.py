@@ -378,3 +378,31 @@ def test_float16_adam_state_survives_a_save_and_load_in_float32():
     assert state["exp_avg_sq"].dtype == np.float32
     np.testing.assert_array_equal(state["exp_avg_sq"], optimizer.state[id(p)]["exp_avg_sq"])
     assert state["exp_avg_sq"].min() > 0    # (1 - beta2) g^2 = 1e-11: 0 in float16
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_attention_with_values_near_the_dtype_limit_is_the_same_under_every_kernel(impl):
+    """v = 1e38 in float32 with uniform weights: O = 1e38 (a mean of values), not the inf a tiled
+    kernel's unnormalised sum over Nk = 8 keys would reach."""
+    q = k = tv.Tensor(np.zeros((1, 3, 4), np.float32))
+    v = tv.Tensor(np.full((1, 8, 4), 1e38, np.float32))
+    k = tv.Tensor(np.zeros((1, 8, 4), np.float32))
+    with kernels.use(impl):
+        out = F.scaled_dot_product_attention(q, k, v).numpy()
+    np.testing.assert_allclose(out, 1e38, rtol=1e-6)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("row", [[1e38] * 4, [3e38, -3e38, 3e38], [1e30, -1e30, 3.0, 0.0]], ids=["equal", "spread", "mixed"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_layer_norm_rows_at_the_dtype_limit(impl, row, dtype):
+    """Rows of equal huge values normalise to 0 (not NaN); rows whose deviations approach the
+    dtype's largest value give float64's answer (not inf) under every kernel; gradients finite."""
+    scale = 1.0 if dtype == np.float32 else 5e269      # 3e38 -> 1.5e308: deviations of 3e308 overflow float64
+    x = (np.array([row], np.float64) * scale).astype(dtype)
+    xt = tv.Tensor(x, requires_grad=True)
+    with kernels.use(impl):
+        y = F.layer_norm(xt)
+        y.backward(np.ones(y.shape, dtype))
+    np.testing.assert_allclose(y.numpy().astype(np.float64), layer_norm64(x) if np.ptp(x.astype(np.float64)) else 0, atol=1e-5)
+    assert np.isfinite(xt.grad).all()

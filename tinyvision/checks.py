@@ -25,12 +25,30 @@ import numbers
 import numpy as np
 
 __all__ = ["check_bool", "check_choice", "check_float_dtype", "check_int", "check_int_pair", "check_number",
-           "check_probability", "check_real", "is_int"]
+           "check_probability", "check_real", "is_int", "scalar"]
+
+
+def scalar(value):
+    """A 0-d array (NumPy's, or CuPy's: a reduction's result) as the Python number it holds; anything
+    else unchanged. So `scale=np.array(0.5)` or `value=x.data.min()` count as the numbers they are."""
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item") and getattr(value, "dtype", None) is not None \
+            and value.dtype.kind in "biuf":
+        return value.item()
+    return value
 
 
 def is_int(value) -> bool:
     """True for Python and NumPy integers; False for bools, floats (even 2.0) and everything else."""
+    value = scalar(value)
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _as_float(where: str, name: str, value, wanted: str) -> float:
+    """float(value); a Python int too large for a float (10**400) is a ValueError, not an OverflowError."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{where}: {name} must be {wanted}, got an int of {len(str(abs(value)))} digits") from None
 
 
 def _seen(value) -> str:
@@ -53,11 +71,12 @@ def _bounds(low, high, low_open: bool, high_open: bool) -> str:
 def check_int(where: str, name: str, value, low: int | None = None, high: int | None = None) -> int:
     """`value` as an int in [low, high) (either bound optional), else TypeError / ValueError."""
     wanted = f"an int{_bounds(low, high, False, True)}"
+    given, value = value, scalar(value)
     if not is_int(value):
         hint = ""
         if isinstance(value, float) and math.isfinite(value):
             hint = f"; round it first, e.g. int({value!r})"
-        raise TypeError(f"{where}: {name} must be {wanted}, got {_seen(value)}{hint}")
+        raise TypeError(f"{where}: {name} must be {wanted}, got {_seen(given)}{hint}")
     if (low is not None and value < low) or (high is not None and value >= high):
         raise ValueError(f"{where}: {name} must be {wanted}, got {value!r}")
     return int(value)
@@ -67,8 +86,10 @@ def check_number(where: str, name: str, value, low: float | None = None, high: f
                  low_open: bool = False, high_open: bool = False) -> float:
     """`value` as a finite float between low and high (closed ends unless *_open), else TypeError / ValueError."""
     wanted = f"a finite number{_bounds(low, high, low_open, high_open)}"
+    given, value = value, scalar(value)
     if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{where}: {name} must be {wanted}, got {_seen(value)}")
+        raise TypeError(f"{where}: {name} must be {wanted}, got {_seen(given)}")
+    value = _as_float(where, name, value, wanted)
     below = low is not None and (value <= low if low_open else value < low)
     above = high is not None and (value >= high if high_open else value > high)
     if not math.isfinite(value) or below or above:
@@ -78,8 +99,10 @@ def check_number(where: str, name: str, value, low: float | None = None, high: f
 
 def check_real(where: str, name: str, value) -> float:
     """A real number for a fill value or a bound: +-inf allowed (no bound on that side), NaN refused."""
+    value = scalar(value)
     if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{where}: {name} must be a number, got {_seen(value)}"[:200])
+    value = _as_float(where, name, value, "a number")
     if math.isnan(value):
         raise ValueError(f"{where}: {name} must be a number, not NaN")
     return float(value)
@@ -92,6 +115,7 @@ def check_probability(where: str, name: str, value) -> float:
 
 def check_bool(where: str, name: str, value) -> bool:
     """True or False (a NumPy bool too); 0, 1, "yes" or None are refused with a TypeError."""
+    value = scalar(value)
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{where}: {name} must be True or False, got {_seen(value)}")
     return bool(value)

@@ -28,7 +28,7 @@ import contextlib
 import importlib
 import os
 
-__all__ = ["CHOICES", "active", "implementation", "kernel", "register", "use", "why_unavailable"]
+__all__ = ["CHOICES", "KernelDeclined", "active", "implementation", "kernel", "register", "use", "why_unavailable"]
 
 CHOICES = ("auto", "numpy", "numba", "numba_cuda", "cuda_c")
 _PREFERENCE = {"cpu": ("numba", "numpy"), "cuda": ("cuda_c", "numpy")}
@@ -43,6 +43,12 @@ _AUTO_OVERRIDES = {("attention", "cpu"): ("numpy",)}
 
 _REGISTRY: dict = {}      # (op name, implementation) -> object with the kernel's functions
 _choice = None            # set by use(); None means "read TINYVISION_KERNELS"
+
+
+class KernelDeclined(Exception):
+    """Raised by a kernel that finds, while running, inputs outside the range it computes exactly
+    (e.g. layer norm rows whose deviations overflow the dtype). The op catches it and runs the
+    reference instead: a fast path may decline, never return a different answer."""
 
 
 def register(op: str, impl: str, kernel) -> None:

@@ -53,7 +53,7 @@ import numpy as np
 from numba import njit, prange
 from numba.extending import overload
 
-from . import register
+from . import KernelDeclined, register
 from ._threads import limit_blas_threads
 
 __all__ = ["softmax_forward", "softmax_backward", "layer_norm_forward", "layer_norm_backward",
@@ -229,33 +229,12 @@ def _centred_sum_sq(a, mu):
 
 
 @njit(error_model="numpy")
-def _max_abs(a):
-    """max_j |a_j|, or inf when a holds a NaN or an inf"""
-    top = 0.0
+def _has_nan_or_inf(a):
+    """True if a holds a NaN or an inf (such a row is the input's own doing, not an overflow)"""
     for j in range(a.size):
         if not math.isfinite(a[j]):
-            return math.inf
-        top = max(top, abs(a[j]))
-    return top
-
-
-@njit(error_model="numpy")
-def _scaled_sum(a, s):
-    """sum_j a_j / s"""
-    total = 0.0
-    for j in range(a.size):
-        total += a[j] / s
-    return total
-
-
-@njit(error_model="numpy")
-def _scaled_centred_sum_sq(a, s, mu):
-    """sum_j (a_j / s - mu)^2"""
-    total = 0.0
-    for j in range(a.size):
-        c = a[j] / s - mu
-        total += c * c
-    return total
+            return True
+    return False
 
 
 @njit(fastmath={"reassoc"}, error_model="numpy")
@@ -336,7 +315,7 @@ def softmax_backward(y, g):
 
 # --- layer norm -------------------------------------------------------------------------------
 @njit(cache=True, parallel=True, error_model="numpy")
-def _layer_norm_forward(x, weight, bias, eps, y, mean, rstd):
+def _layer_norm_forward(x, weight, bias, eps, half_max, y, mean, rstd, out_of_range):
     """mu = mean(x[r]), r = 1/sqrt(mean((x[r] - mu)^2) + eps), y[r] = (x[r] - mu) r weight + bias.
 
     Two-pass statistics (the mean, then the mean of squared deviations), not Welford: a row of
@@ -349,6 +328,11 @@ def _layer_norm_forward(x, weight, bias, eps, y, mean, rstd):
         - no temporaries: the reference allocates centred, its square, x_hat and y
         - the output pass in x's dtype with mu and r rounded to it, as the reference computes
           it (and for float32, twice as many values per SIMD instruction)
+
+    Range: x - mu must fit x's dtype. A row whose deviations may not (sqrt(D var) > half the
+    dtype's largest value, or var itself overflowing float64) is only marked in out_of_range;
+    layer_norm_forward then declines, and the op runs the reference, which rescales such rows.
+    No extra pass for ordinary rows.
     """
     n_rows, d = x.shape
     dt = x.dtype.type
@@ -356,15 +340,10 @@ def _layer_norm_forward(x, weight, bias, eps, y, mean, rstd):
         row = x[r]
         mu = _sum(row) / d
         var = _centred_sum_sq(row, mu) / d
-        s = _max_abs(row) if not math.isfinite(var) else 0.0
-        if math.isfinite(s) and s > 0:
-            # a finite row whose (x - mu)^2 overflowed (float64 beyond ~1e154): redo it scaled by
-            # s = max |x|, exactly as the reference does (ops/layers.py, normalize_rows)
-            mu_s = _scaled_sum(row, s) / d
-            var_s = _scaled_centred_sum_sq(row, s, mu_s) / d
-            mu, rs = mu_s * s, 1 / (s * math.sqrt(var_s + eps / (s * s)))
-        else:
-            rs = 1 / math.sqrt(var + eps)
+        # every |x_j - mu| <= sqrt(D var): below half the dtype's largest value, nothing overflows
+        if not math.isfinite(mu) or not math.sqrt(var * d) <= half_max:
+            out_of_range[r] = not _has_nan_or_inf(row)
+        rs = 1 / math.sqrt(var + eps)
         mean[r], rstd[r] = mu, rs
         mu_, rs_ = dt(mu), dt(rs)
         for j in range(d):
@@ -412,7 +391,12 @@ def layer_norm_forward(x, weight=None, bias=None, eps: float = 1e-5):
     bias = np.zeros(d, x.dtype) if bias is None else _vector("layer_norm", "bias", bias, d, x.dtype)
     y = np.empty_like(x)
     mean, rstd = np.empty(n_rows, x.dtype), np.empty(n_rows, x.dtype)
-    _layer_norm_forward(x, weight, bias, float(eps), y, mean, rstd)
+    out_of_range = np.zeros(n_rows, np.bool_)
+    _layer_norm_forward(x, weight, bias, float(eps), float(np.finfo(x.dtype).max) / 2, y, mean, rstd, out_of_range)
+    if out_of_range.any():
+        raise KernelDeclined(f"layer_norm: {int(out_of_range.sum())} rows have deviations from their mean near "
+                             f"the largest {x.dtype} (max |x| = {float(np.abs(x).max()):.3g}); the reference "
+                             "rescales them")
     return y, mean, rstd
 
 

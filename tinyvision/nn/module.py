@@ -51,20 +51,19 @@ class Module:
     def __call__(self, *args, **kwargs):
         """forward(); an input error raised anywhere inside is prefixed with the name of the module the
         user called (the outermost one), so "layer_norm: weight has shape (4,), expected (3,)" deep in
-        a model reads "ViT: layer_norm: ..." and says which call went wrong."""
+        a model reads "ViT: layer_norm: ..." and says which call went wrong. Only the message of the
+        built-in error types changes: the same exception object, traceback and cause go on up."""
         global _depth
         _depth += 1
         try:
             return self.forward(*args, **kwargs)
         except _INPUT_ERRORS as err:
             name = type(self).__name__
-            if _depth > 1 or str(err).startswith(name):
-                raise
-            try:
-                renamed = type(err)(f"{name}: {err}")
-            except Exception:  # noqa: BLE001 - an exception class with another signature keeps its message
-                raise err from None
-            raise renamed.with_traceback(err.__traceback__) from None
+            message = err.args[0] if len(err.args) == 1 and isinstance(err.args[0], str) else None
+            if _depth == 1 and type(err) in _INPUT_ERRORS and message is not None \
+                    and not message.startswith((name + ":", name + "(")):
+                err.args = (f"{name}: {message}",)
+            raise
         finally:
             _depth -= 1
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import xp_of
+from ..checks import scalar
 from ..tensor import Tensor, as_tensor
 
 
@@ -69,9 +70,12 @@ def normalize_axes(op: str, axis, ndim: int) -> tuple:
     """axis (None, int or tuple, negatives allowed) as a sorted tuple of non-negative axes."""
     if axis is None:
         return tuple(range(ndim))
+    if getattr(axis, "ndim", None) == 1:      # a 1-d integer array of axes
+        axis = tuple(axis.tolist())
     axes = (axis,) if not isinstance(axis, (tuple, list)) else tuple(axis)
     out = []
     for a in axes:
+        a = scalar(a)
         if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, np.integer)):
             raise TypeError(f"{op}: axis must be None, an int or a tuple of ints, got {axis!r}"[:200])
         if not -ndim <= a < ndim:

@@ -20,7 +20,9 @@ Overflow, one behaviour for every implementation: if a score tau q.k overflows t
 holds a NaN or an inf, the op raises FloatingPointError (the softmax of such scores is not defined:
 NumPy would give NaN and a tiled kernel zeros). The check costs one pass over q and k: no score can
 exceed max(1, |tau|) d max|q| max|k| (each partial dot product is bounded by it), and only when that
-bound passes the dtype's largest value are the scores computed densely and looked at.
+bound passes the dtype's largest value are the scores computed densely and looked at. The tiled
+kernels also accumulate sum_j e^(s_j - m) v_j, up to Nk max|v|, before dividing: where that could
+overflow, the dense path (P normalised first) runs instead, so every path gives the same finite O.
 
 This file is the dense reference. When the kernel switch picks a tiled kernel (tinyvision/kernels,
 FlashAttention) and the weights P are not asked for, `_flash` runs the same math without ever
@@ -29,11 +31,11 @@ storing P; tests/test_ops.py checks both paths against the same float64 formula.
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
 from ..backend import xp_of
+from ..checks import check_number
 from ..tensor import Tensor
 from ._common import broadcast_shape, fast_kernel, overflow_allowed, tensors_for, unbroadcast
 from .reduce import softmax_array
@@ -83,18 +85,20 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False, scale
     if scale is None and q.shape[-1] == 0:
         raise ValueError(f"scaled_dot_product_attention: q is {q.shape}; the head dim d is 0, so the default "
                          "scale 1/sqrt(d) is undefined (pass scale= or use d >= 1)")
-    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, numbers.Real)
-                              or not math.isfinite(scale)):
-        raise ValueError(f"scaled_dot_product_attention: scale must be a finite number, got {scale!r}")
+    if scale is not None:
+        scale = check_number("scaled_dot_product_attention", "scale", scale)
     xp = xp_of(q.data)
     tau = q.dtype.type(1 / math.sqrt(q.shape[-1]) if scale is None else scale)
     keep = attention_mask(nq, nk, mask, causal, xp)
     if keep is not None:
         broadcast_shape("scaled_dot_product_attention (mask)", keep.shape, batch + (nq, nk))
     safe = _scores_cannot_overflow(q.data, k.data, float(tau))
+    # a tiled kernel also sums e^(s - m) v over up to Nk keys before dividing by l (FA2): Nk max|v|
+    # must fit too, while the dense P V, with P already normalised, stays below max|v|
+    tiled_safe = safe and _sum_fits(v.data, nk)
 
     empty = min(q.size, k.size, v.size) == 0     # the dense code gives the empty or all-zero result
-    fast = None if (return_weights or not safe or empty) else fast_kernel("attention", q, k, v)
+    fast = None if (return_weights or not tiled_safe or empty) else fast_kernel("attention", q, k, v)
     if fast is not None:
         return _flash(fast, q, k, v, mask, causal, float(tau), batch)
 
@@ -133,6 +137,14 @@ def _scores_cannot_overflow(q, k, tau) -> bool:
     top_q, top_k = float(xp.abs(q).max()), float(xp.abs(k).max())
     bound = max(1.0, abs(tau)) * q.shape[-1] * top_q * top_k    # a Python float: float64, may be inf
     return math.isfinite(bound) and bound < float(np.finfo(q.dtype).max)
+
+
+def _sum_fits(v, n) -> bool:
+    """True when a sum of n terms, each at most max|v| in size, cannot overflow v's dtype."""
+    if v.size == 0:
+        return True
+    top = float(xp_of(v).abs(v).max())
+    return math.isfinite(top) and n * top < float(np.finfo(v.dtype).max)
 
 
 def _flash(fast, q, k, v, mask, causal, tau, batch):

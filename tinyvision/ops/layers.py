@@ -5,12 +5,15 @@ backward needs one pass and no saved intermediates beyond x_hat and 1/sigma.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..backend import scatter_add, xp_of
 from ..checks import check_bool, check_int, check_number
+from ..kernels import KernelDeclined
 from ..tensor import Tensor
-from ._common import fast_kernel, overflow_allowed, tensors_for
+from ._common import fast_kernel, overflow_allowed, quiet_errors, tensors_for
 
 __all__ = ["layer_norm", "dropout", "embedding"]
 
@@ -40,20 +43,21 @@ def layer_norm(x, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
         if p is not None and p.shape != (d,):
             raise ValueError(f"layer_norm: {name} has shape {p.shape}, expected ({d},) to match x's last axis of shape {x.shape}")
     xp = xp_of(x.data)
-    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating, np.integer)):
-        raise TypeError(f"layer_norm: eps must be a number, got {type(eps).__name__}")
-    if not eps > 0:   # also refuses NaN
-        raise ValueError(f"layer_norm: eps must be positive (it keeps 1/sqrt(var + eps) finite), got {eps!r}")
+    # eps > 0 keeps 1/sqrt(var + eps) finite; a NaN or inf eps would make every output NaN or 0
+    eps = check_number("layer_norm", "eps", eps, low=0.0, low_open=True)
     fast = fast_kernel("layer_norm", x) if x.size else None
     if fast is not None:  # fused compiled kernel: one pass for statistics, one for the output
         rows = xp.ascontiguousarray(x.data).reshape(-1, d)
         w, b_ = (None if p is None else p.data for p in (weight, bias))
-        y_rows, mean, rstd = fast.forward(rows, w, b_, eps)
-
-        def fast_backward(g):
-            dx, dw, db = fast.backward(xp.ascontiguousarray(g).reshape(-1, d), rows, mean, rstd, w)
-            return (dx.reshape(x.shape),) + ((dw,) if weight is not None else ()) + ((db,) if bias is not None else ())
-        return Tensor.from_op(y_rows.reshape(x.shape), tuple(tensors), fast_backward, "layer_norm")
+        try:
+            y_rows, mean, rstd = fast.forward(rows, w, b_, eps)
+        except KernelDeclined:     # rows whose deviations overflow the dtype: the reference below rescales them
+            pass
+        else:
+            def fast_backward(g):
+                dx, dw, db = fast.backward(xp.ascontiguousarray(g).reshape(-1, d), rows, mean, rstd, w)
+                return (dx.reshape(x.shape),) + ((dw,) if weight is not None else ()) + ((db,) if bias is not None else ())
+            return Tensor.from_op(y_rows.reshape(x.shape), tuple(tensors), fast_backward, "layer_norm")
     if x.size == 0:   # no rows, or D = 0: the empty result, and empty gradients
         return Tensor.from_op(xp.zeros(x.shape, x.dtype), tuple(tensors),
                               lambda g: tuple(xp.zeros(t.shape, t.dtype) for t in tensors), "layer_norm")
@@ -90,22 +94,23 @@ def normalize_rows(v, eps):
         x_hat = (v/s - mean(v/s)) / sqrt(var(v/s) + eps/s^2),   r = 1 / (s sqrt(var(v/s) + eps/s^2))
     """
     xp = xp_of(v)
-    with overflow_allowed(xp):   # detected and redone just below
+    with overflow_allowed(xp), quiet_errors(xp):   # an overflow is detected and the row redone just below
         mu = v.mean(axis=-1, keepdims=True)
         centred = v - mu
         var = (centred * centred).mean(axis=-1, keepdims=True)
-    r = 1 / xp.sqrt(var + v.dtype.type(eps))
-    x_hat = centred * r
+        r = 1 / xp.sqrt(var + v.dtype.type(eps))
+        x_hat = centred * r
     overflowed = ~xp.isfinite(var[..., 0]) & xp.isfinite(v).all(axis=-1)
     if bool(overflowed.any()):
         rows = v[overflowed]
         s = xp.abs(rows).max(axis=-1, keepdims=True)
         scaled = rows / s
         c = scaled - scaled.mean(axis=-1, keepdims=True)
-        with overflow_allowed(xp):   # s * s = inf makes eps / s^2 = 0, its true value to the last bit
+        with overflow_allowed(xp), quiet_errors(xp):   # s * s = inf makes eps / s^2 = 0, to the last bit
             root = xp.sqrt((c * c).mean(axis=-1, keepdims=True) + v.dtype.type(eps) / (s * s))
-        x_hat[overflowed] = c / root
-        r[overflowed] = 1 / (s * root)
+            # root = 0: a row of equal values whose eps / s^2 underflowed; then x_hat = 0 and r = 1/sqrt(eps)
+            x_hat[overflowed] = xp.where(root > 0, c / root, 0)
+            r[overflowed] = xp.where(root > 0, 1 / (s * root), 1 / math.sqrt(eps))
     return x_hat, r
 
 

@@ -89,13 +89,14 @@ def cross_entropy(logits, target, ignore_index: int = -100, label_smoothing: flo
     z = _wide(xp, logits.data)
     # log p = (z - m) - log s (see log_softmax_array): exact for equal large logits
     log_p = log_softmax_array(z, -1)
-    picked = xp.take_along_axis(log_p, safe_t[..., None], axis=-1)[..., 0]
-    losses = -picked
+    # (with C = 0 classes every target is ignore_index, checked above: there is nothing to pick)
+    picked = xp.take_along_axis(log_p, safe_t[..., None], axis=-1)[..., 0] if c else xp.zeros(t.shape, z.dtype)
+    losses = -picked if label_smoothing < 1 else xp.zeros(t.shape, z.dtype)    # (1 - 1) * inf would be NaN
     if label_smoothing:
         # the smoothing term mean_c(-log p_c) only when eps > 0: with eps = 0 it would add
         # 0 * inf = NaN for a masked (-inf) class. With eps > 0 and a masked class the loss is +inf,
         # the true cross-entropy of a target that puts mass eps/C on a class of probability 0.
-        losses = (1 - label_smoothing) * losses - label_smoothing * log_p.mean(axis=-1)
+        losses = (1 - label_smoothing) * losses - label_smoothing * (log_p.mean(axis=-1) if c else 0)
     losses = xp.where(valid, losses, 0)
     out, scale = _reduce("cross_entropy", losses, reduction, count)
 

@@ -102,7 +102,7 @@ def _shift(v, axis):
     shifted by 0 instead, so that (-inf) - (-inf) never makes a NaN.
     """
     xp = xp_of(v)
-    axes = axis if isinstance(axis, tuple) else (axis,)
+    axes = tuple(a % v.ndim for a in (axis if isinstance(axis, tuple) else (axis,)))
     if any(v.shape[a] == 0 for a in axes):
         return xp.zeros([1 if i in axes else n for i, n in enumerate(v.shape)], v.dtype)
     m = v.max(axis=axis, keepdims=True)

@@ -179,10 +179,13 @@ def pad(x, pad_width, value: float = 0.0) -> Tensor:
     Backward: the gradient of the padded border is dropped; the inner block is x's gradient.
     """
     (x,) = tensors_for("pad", x)
-    flat = np.asarray(pad_width, dtype=object).reshape(-1) if isinstance(pad_width, (tuple, list)) else None
+    if is_int(pad_width) or isinstance(pad_width, np.ndarray):
+        flat = np.asarray(pad_width, dtype=object).reshape(-1)
+    else:
+        flat = np.asarray(pad_width, dtype=object).reshape(-1) if isinstance(pad_width, (tuple, list)) else None
     if flat is None or not flat.size or not all(is_int(w) for w in flat):
-        raise TypeError(f"pad: pad_width must be a (before, after) pair of ints or one such pair per axis, "
-                        f"got {pad_width!r}"[:200])
+        raise TypeError(f"pad: pad_width must be an int, a (before, after) pair of ints or one such pair per "
+                        f"axis, got {pad_width!r}"[:200])
     try:
         widths = np.broadcast_to(np.asarray(pad_width, dtype=np.int64), (x.ndim, 2))
     except ValueError:

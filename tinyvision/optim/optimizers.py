@@ -391,9 +391,10 @@ class Adam(Optimizer):
     def _update(self, p, grad, state, group):
         xp = xp_of(p.data)
         lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-        # float16 parameters keep m and v in float32 and take the step in float32 (the usual mixed-
-        # precision practice): in float16, eps = 1e-8 rounds to 0 and (1 - beta2) g^2 to 0 for |g| below
-        # ~5e-3, so a step would be m / 0 = inf.
+        # float16 parameters keep m and v in float32 and compute the step in float32: in float16,
+        # eps = 1e-8 rounds to 0 and (1 - beta2) g^2 to 0 for |g| below ~5e-3, so a step would be
+        # m / 0 = inf. The weights themselves stay float16, so a step smaller than half a float16 ulp
+        # of a weight is lost; mixed-precision training keeps a float32 master copy for that.
         wide = self.state_dtype(p)
         if not state:
             state.update(step=0, exp_avg=xp.zeros(p.data.shape, wide), exp_avg_sq=xp.zeros(p.data.shape, wide))
