@@ -2,6 +2,7 @@
 
     pip install -e ".[dev]"        # the engine, the tests and what the lessons plot with
     pip install -e ".[dev,gpu]"    # the same, plus CuPy for an NVIDIA GPU (CUDA 12)
+    pip install -e ".[dev,gpu-cuda13]"   # ... or CuPy for CUDA 13
 
 `import tinyvision` needs NumPy alone; everything else is imported lazily and, when
 missing, the error names the extra that installs it.
@@ -43,8 +44,11 @@ EXTRAS = {
         "tqdm>=4.60",
         "scikit-learn>=1.3",
     ],
-    # CuPy built against CUDA 12.x; the GPU backend imports it only when asked for "cuda".
+    # CuPy for the machine's CUDA: "gpu" for CUDA 12 drivers, "gpu-cuda13" for CUDA 13. Both wheels
+    # install the same `cupy` module, which is all the GPU backend imports (only when asked for
+    # "cuda"); with a CuPy already installed, neither extra is needed.
     "gpu": ["cupy-cuda12x>=13"],
+    "gpu-cuda13": ["cupy-cuda13x>=14"],
 }
 
 setup(

@@ -72,8 +72,8 @@ def _probe_cupy() -> None:
         import cupy  # noqa: PLC0415 - optional, imported only when cuda is requested
     except ImportError as err:
         _cupy_reason = (
-            f"CuPy is not installed ({err}). Install the GPU extra on a machine with an "
-            'NVIDIA GPU and CUDA 12: pip install -e ".[gpu]"'
+            f"CuPy is not installed ({err}). Install the GPU extra for the machine's CUDA "
+            '(nvidia-smi shows it): pip install -e ".[gpu]" for CUDA 12, ".[gpu-cuda13]" for CUDA 13'
         )
         return
     try:
