@@ -29,7 +29,7 @@ numba = pytest.importorskip("numba", reason="the Numba CPU kernels need numba (p
 
 import tinyvision.ops as F  # noqa: E402 - after the skip
 from tinyvision import kernels, nn  # noqa: E402
-from tinyvision.kernels import numba_cpu  # noqa: E402
+from tinyvision.kernels import adamw_numba, numba_cpu, numba_math  # noqa: E402
 from tinyvision.optim import Adam, AdamW  # noqa: E402
 from tinyvision.tensor import Tensor  # noqa: E402
 
@@ -102,7 +102,7 @@ def _apply(f, a, out1, out2):
 
 @numba.njit
 def _exp_pair(a):
-    return numba_cpu._exp32(a), a
+    return numba_math._exp32(a), a
 
 
 def test_float32_exp_is_within_one_and_a_half_ulps_of_exact():
@@ -121,7 +121,7 @@ def test_float32_exp_is_within_one_and_a_half_ulps_of_exact():
 def test_float32_gaussian_cdf_and_pdf_match_erf_and_exp():
     u = np.linspace(-12, 12, 100_001).astype(np.float32)
     cdf, pdf = np.empty_like(u), np.empty_like(u)
-    _apply(numba_cpu._gaussian32, u, cdf, pdf)
+    _apply(numba_math._gaussian32, u, cdf, pdf)
     exact_cdf = np.array([0.5 * math.erfc(-v / math.sqrt(2)) for v in u.astype(np.float64)])
     exact_pdf = np.exp(-0.5 * u.astype(np.float64) ** 2) / math.sqrt(2 * math.pi)
     # A&S 7.1.26 is good to 1.5e-7 in erf, i.e. 7.5e-8 in Phi; float32 rounding adds a few 6e-8
@@ -240,7 +240,7 @@ def test_adamw_equals_the_optimizer_bit_for_bit(shapes, dtype, lr, weight_decay,
                 p.grad = grad
             optimizer.step()
         for (p, m, v), grad in zip(mine, grads):
-            numba_cpu.adamw_update(p, grad, m, v, lr, *betas, eps, weight_decay, step, decoupled=decoupled)
+            adamw_numba.adamw_update(p, grad, m, v, lr, *betas, eps, weight_decay, step, decoupled=decoupled)
         for i, (param, (p, m, v)) in enumerate(zip(params, mine)):
             state = optimizer.state[id(param)]
             for name, got, want in (("param", p, param.data), ("exp_avg", m, state["exp_avg"]),
@@ -259,14 +259,14 @@ def test_adamw_large_parameter_split_over_threads_matches():
         with kernels.use("numpy"):
             param.grad = grad
             optimizer.step()
-        numba_cpu.adamw_update(p, grad, m, v, 1e-2, 0.9, 0.999, 1e-8, 0.1, step)
+        adamw_numba.adamw_update(p, grad, m, v, 1e-2, 0.9, 0.999, 1e-8, 0.1, step)
     np.testing.assert_array_equal(p, param.data)
 
 
 def test_adamw_refuses_a_non_contiguous_parameter():
     p = np.zeros((4, 4), np.float32).T[::2]
     with pytest.raises(TypeError, match="C-contiguous"):
-        numba_cpu.adamw_update(p, np.zeros_like(p), np.zeros_like(p), np.zeros_like(p), 1e-3, 0.9, 0.999, 1e-8, 0.0, 1)
+        adamw_numba.adamw_update(p, np.zeros_like(p), np.zeros_like(p), np.zeros_like(p), 1e-3, 0.9, 0.999, 1e-8, 0.0, 1)
 
 
 # --- threads ------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ The plain NumPy code in tinyvision/ops is the readable reference and the oracle;
 here computes the same thing faster and is tested equal to it. Implementations:
 
     "numpy"       the reference (always available)
-    "numba"       Numba-compiled CPU kernels (numba_cpu.py): fused loops, no temporaries, parallel rows
+    "numba"       Numba-compiled CPU kernels (numba_cpu.py, adamw_numba.py, attention_numba.py): fused loops, no temporaries, parallel rows
     "numba_cuda"  numba.cuda GPU kernels (numba_cuda.py), for CuPy arrays on an NVIDIA GPU
     "cuda_c"      the hand-written CUDA C flash attention (csrc/flash_attention.cu via cuda_c.py)
 
@@ -78,7 +78,8 @@ def use(choice: str):
         _choice = previous
 
 
-_MODULES = {"numba": ("tinyvision.kernels.numba_cpu", "tinyvision.kernels.attention_numba"),
+_MODULES = {"numba": ("tinyvision.kernels.numba_cpu", "tinyvision.kernels.adamw_numba",
+                      "tinyvision.kernels.attention_numba"),
             "numba_cuda": ("tinyvision.kernels.numba_cuda",),
             "cuda_c": ("tinyvision.kernels.cuda_c",)}
 _load_errors: dict = {}
