@@ -161,7 +161,7 @@ def test_cross_entropy_matches_float64_at_extremes(impl, seed, dtype, b, c, eps,
         p = np.exp(log_softmax64(z))
         q = np.eye(c)[t] * (1 - eps) + eps / c
         assert np.isfinite(logits.grad).all()
-        np.testing.assert_allclose(logits.grad.astype(np.float64), p - q, atol=4 * ULP[dtype] + 1e-3 * (dtype == np.float16))
+        np.testing.assert_allclose(logits.grad.astype(np.float64), p - q, atol=4 * ULP[dtype])
 
 
 @given(seed=st.integers(0, 2**32 - 1), dtype=st.sampled_from([np.float16, np.float32, np.float64]),
@@ -254,7 +254,8 @@ def test_layer_norm_statistics_do_not_overflow(impl, seed, case, rows, d):
         x = (rng.uniform(-1, 1, (rows, d)) * scale * 0.5).astype(dtype)
         xt = tv.Tensor(x, requires_grad=True)
         y = F.layer_norm(xt, eps=1e-5)
-        np.testing.assert_allclose(y.numpy().astype(np.float64), layer_norm64(x), atol=50 * ULP[dtype])
+        # x_hat is at most sqrt(D) ~ 6 in size: a few units in the last place of that, for each dtype
+        np.testing.assert_allclose(y.numpy().astype(np.float64), layer_norm64(x), atol=4 * 6 * ULP[dtype])
         y.backward(np.ones(y.shape, dtype))
         assert np.isfinite(xt.grad).all()
 
@@ -273,7 +274,7 @@ def test_attention_scores_that_overflow_raise_in_every_kernel(impl, poison):
         F.scaled_dot_product_attention(tv.Tensor(q), tv.Tensor(k), tv.Tensor(v))
 
 
-def test_attention_with_large_but_safe_scores_takes_no_detour(impl):
+def test_attention_with_large_but_finite_scores_equals_float64(impl):
     """Inputs of 1e19 and 1e18: the bound d max|q| max|k| ~ 7e38 passes float32's 3.4e38, the scores
     (~3e37) do not; the dense check finds every score finite, and the result equals float64 attention."""
     rng = np.random.default_rng(1)
