@@ -1,30 +1,38 @@
-"""Two thread pools on one CPU: why a Numba kernel right after a matmul can run slow.
+"""Two thread pools on one CPU, and the rule tinyvision follows by default: one pool at a time.
 
 NumPy's matmul runs on OpenBLAS's worker threads; a Numba `parallel=True` loop runs on Numba's
 own pool (`numba.get_num_threads()`, one per core unless NUMBA_NUM_THREADS says otherwise).
 When a GEMM finishes, OpenBLAS does not put its workers to sleep at once: they busy-wait
-("spin") for 2^OPENBLAS_THREAD_TIMEOUT cycles (default 2^28, about 0.1 s) in case another GEMM
-follows. In a training step a GEMM is nearly always followed by an elementwise kernel, so on a
-small machine the Numba threads share the cores with spinning OpenBLAS threads. Measured on this
-project's 2-core VM, (8320, 192) @ (192, 768) then GELU on the result (8320, 768), float32:
+("spin", yielding the core now and then) for 2^OPENBLAS_THREAD_TIMEOUT cycles (default 2^28,
+about 0.1 s) in case another GEMM follows. In a training step a GEMM is nearly always followed
+by an elementwise kernel, so a parallel kernel's threads wait for cores that spinning BLAS
+threads hold. On a 2-core machine that costs a scheduler time slice per kernel, whatever its size.
 
-                                        GEMM       GELU, right after GEMMs   GEMM, then GELU
-    default                             12.6 ms    7.5-8.0 ms                32-33 ms
-    OPENBLAS_THREAD_TIMEOUT=4           12.6 ms    3.5 ms                    27-28 ms
-    inside limit_blas_threads(1)        24.3 ms    3.5 ms                    33-35 ms
-(GEMM then GELU stays above the ~16 ms the two take apart even with the timeout; the rest of
-that gap was not tracked down. Medians of 15, two runs each; the VM is noisy.)
+Measured on this project's 2-core VM (python -m tinyvision.bench, and /tmp-free repro below):
+GEMM (R, D) @ (D, 4D), GELU, GEMM back, layer norm, median ms of 41 (Numba kernels parallel):
+                                   R x D = 320 x 64    2176 x 64    2176 x 192    8320 x 192
+    BLAS 2 threads                 16.0                16.0         26.4          59.5
+    BLAS 1 thread                   0.39                4.5         16.8          68.4
+    BLAS 2 threads, kernels on 1    0.37                4.6         15.6          43.5
+The last row is the rule below: the matmuls keep every core (a large product runs 1.6x faster
+on two threads than on one), and the kernels, which are 10-20% of a step, run on the calling
+thread, which no spinning BLAS thread competes with. A learner's small ViT script went from
+212 ms to ~19 ms per step, and the ViT-tiny step from 2.04 s to 1.49 s (python -m tinyvision.bench).
 
-Three ways out:
+The rule, `kernel_threads()`: around every Numba row kernel (softmax, layer norm, GELU, AdamW) the
+Numba pool is cut to one thread while the BLAS may run more than one; when the BLAS runs on a
+single thread (`with limit_blas_threads(1):`, or OPENBLAS_NUM_THREADS=1), the kernels get all of
+Numba's threads. TINYVISION_KERNEL_THREADS=n overrides both (n threads for the kernels, always).
+The tiled attention kernel is not cut: it does its own tile products instead of BLAS calls and
+runs tens of milliseconds, so its threads gain far more than a time slice costs.
+
+Other ways out, for a user's own code:
 1. OPENBLAS_THREAD_TIMEOUT=4 in the environment *before NumPy is first imported*: OpenBLAS reads
-   it once, when it loads, clamps it to 4..30 and spins 2^value cycles. GEMMs keep all their
-   threads. `blas_thread_timeout()` says what this process started with.
-2. `with limit_blas_threads(1):` around a region (a training loop, not a single kernel call):
-   threadpoolctl caps OpenBLAS at one thread inside it, so no worker is woken and none spins;
-   but the GEMMs inside run on one core, twice as slow: worth it only where GEMMs are small.
-3. Fewer Numba threads (numba.set_num_threads), so the two pools do not overlap.
-
-threadpoolctl is optional: without it limit_blas_threads() changes nothing and warns.
+   it once, when it loads, clamps it to 4..30 and spins 2^value cycles.
+2. `with limit_blas_threads(1):` around a region whose GEMMs are small.
+threadpoolctl (installed with scikit-learn, so with the dev extra) is what reads and sets the BLAS's
+thread count; without it limit_blas_threads() changes nothing and warns, and kernel_threads()
+assumes the BLAS runs one thread per core.
 """
 from __future__ import annotations
 
@@ -32,7 +40,7 @@ import contextlib
 import os
 import warnings
 
-__all__ = ["blas_thread_timeout", "limit_blas_threads", "thread_report"]
+__all__ = ["blas_thread_timeout", "kernel_threads", "limit_blas_threads", "thread_report"]
 
 _controller = None  # threadpoolctl.ThreadpoolController, built once: finding the libraries takes ms
 
@@ -60,6 +68,68 @@ def limit_blas_threads(limit: int = 1):
         yield
 
 
+_blas = None  # threadpoolctl's controllers of the loaded BLAS libraries, or () without threadpoolctl
+
+
+def _blas_libraries():
+    global _blas
+    if _blas is None or not _blas:
+        try:
+            _blas = tuple(lib for lib in _threadpool_controller().lib_controllers if lib.user_api == "blas")
+        except ImportError:
+            _blas = ()
+        if not _blas:
+            _controller_reset()
+    return _blas
+
+
+def _controller_reset():
+    """Forget the controller: built before NumPy loaded its BLAS, it found none; look again next time."""
+    global _controller
+    _controller = None
+
+
+def blas_threads() -> int:
+    """How many threads the BLAS may use now (threadpoolctl asks the library: ~1 us); without
+    threadpoolctl, OPENBLAS_NUM_THREADS or OMP_NUM_THREADS if set, else one per core."""
+    libs = _blas_libraries()
+    if libs:
+        return max(lib.num_threads for lib in libs)
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return os.cpu_count() or 1
+
+
+def kernel_thread_count() -> int:
+    """Threads for a Numba row kernel under the rule above: TINYVISION_KERNEL_THREADS if set, else
+    all of Numba's when the BLAS runs on one thread, else one."""
+    import numba  # noqa: PLC0415
+
+    forced = os.environ.get("TINYVISION_KERNEL_THREADS", "")
+    if forced:
+        if not forced.isdigit() or int(forced) < 1:
+            raise ValueError(f"TINYVISION_KERNEL_THREADS must be a positive integer, got {forced!r}")
+        return min(int(forced), numba.config.NUMBA_NUM_THREADS)
+    return numba.get_num_threads() if blas_threads() == 1 else 1
+
+
+@contextlib.contextmanager
+def kernel_threads():
+    """Run the block's Numba kernels on kernel_thread_count() threads; Numba's setting is restored after."""
+    import numba  # noqa: PLC0415
+
+    saved, wanted = numba.get_num_threads(), kernel_thread_count()
+    if wanted == saved:
+        yield
+        return
+    numba.set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(saved)
+
+
 def blas_thread_timeout() -> str | None:
     """OPENBLAS_THREAD_TIMEOUT as this process sees it (None: OpenBLAS's default, 2^28 cycles)."""
     return os.environ.get("OPENBLAS_THREAD_TIMEOUT")
@@ -69,7 +139,8 @@ def thread_report() -> dict:
     """The thread settings a timing depends on, to print beside it."""
     import numba  # noqa: PLC0415
 
-    report = {"numba_threads": numba.get_num_threads(), "openblas_thread_timeout": blas_thread_timeout()}
+    report = {"numba_threads": numba.get_num_threads(), "kernel_threads": kernel_thread_count(),
+              "openblas_thread_timeout": blas_thread_timeout()}
     try:
         report["blas_threads"] = {info["internal_api"]: info["num_threads"]
                                   for info in _threadpool_controller().info() if info["user_api"] == "blas"}

@@ -16,6 +16,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import register
+from ._threads import kernel_threads
 from .numba_cpu import _FLOATS, _float_array, _same_shape
 
 __all__ = ["adamw_update"]
@@ -79,9 +80,10 @@ def adamw_update(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight
     wd = float(weight_decay)
     decay = 1 - lr * wd if decoupled and wd != 0 else 1.0
     l2 = wd if not decoupled else 0.0
-    _adam_update(param.reshape(-1), grad.reshape(-1), exp_avg.reshape(-1), exp_avg_sq.reshape(-1),
-                 dt(decay), dt(l2), dt(beta1), dt(1 - beta1), dt(beta2), dt(1 - beta2),
-                 dt(1 - beta1 ** step), dt(1 - beta2 ** step), dt(lr), dt(eps))
+    with kernel_threads():
+        _adam_update(param.reshape(-1), grad.reshape(-1), exp_avg.reshape(-1), exp_avg_sq.reshape(-1),
+                     dt(decay), dt(l2), dt(beta1), dt(1 - beta1), dt(beta2), dt(1 - beta2),
+                     dt(1 - beta1 ** step), dt(1 - beta2 ** step), dt(lr), dt(eps))
 
 
 register("adamw", "numba", types.SimpleNamespace(update=adamw_update))

@@ -56,6 +56,7 @@ from numba import njit, prange
 
 from . import register
 from .flash_reference import check_attention_shapes, is_visible, key_end, query_start, softmax_scale
+from .numba_cpu import read_only
 
 __all__ = ["forward", "backward", "DEFAULT_BLOCK"]
 
@@ -255,11 +256,13 @@ def _prepare(name, q, k, v, keep, scale, block):
     """Contiguous arrays of one float dtype, the mask as (1 or BH, Nq, Nk), tau in that dtype."""
     bh, nq, nk, d, dv = check_attention_shapes(name, q, k, v, keep)
     dtype = np.float32 if q.dtype == k.dtype == v.dtype == np.float32 else np.float64
-    q, k, v = (np.ascontiguousarray(a, dtype=dtype) for a in (q, k, v))
+    # read-only views: one compiled signature per dtype, whatever the writeable flags (see read_only)
+    q, k, v = (read_only(np.ascontiguousarray(a, dtype=dtype)) for a in (q, k, v))
     if keep is None:                                   # a dummy array keeps one compiled signature
         keep3, use_keep = np.ones((1, 1, 1), dtype=bool), False
     else:
         keep3, use_keep = np.ascontiguousarray(keep).reshape((-1, nq, nk)), True
+    keep3 = read_only(keep3)
     tau = dtype(softmax_scale(d, scale))
     return q, k, v, keep3, use_keep, tau, _blocks(block)
 
@@ -280,7 +283,7 @@ def backward(q, k, v, o, lse, do, keep=None, causal=False, scale=None, block=Non
                          ("do", do, (q.shape[0], q.shape[1], v.shape[2]))):
         if tuple(t.shape) != tuple(want):
             raise ValueError(f"attention backward (numba): {arg} has shape {tuple(t.shape)}, expected {tuple(want)}")
-    o, lse, do = (np.ascontiguousarray(a, dtype=q.dtype) for a in (o, lse, do))
+    o, lse, do = (read_only(np.ascontiguousarray(a, dtype=q.dtype)) for a in (o, lse, do))
     big_d = np.empty(q.shape[:2], q.dtype)
     _rowsum_kernel(do, o, big_d)
     dq, dk, dv = np.empty_like(q), np.empty_like(k), np.empty_like(v)

@@ -52,7 +52,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import KernelDeclined, register
-from ._threads import limit_blas_threads
+from ._threads import kernel_threads, limit_blas_threads
 from .numba_math import _centred_dot, _centred_sum_sq, _dot, _exp, _gaussian, _has_nan_or_inf, _sum
 
 __all__ = ["softmax_forward", "softmax_backward", "layer_norm_forward", "layer_norm_backward",
@@ -66,12 +66,25 @@ _CHUNKS = 64
 _FLOATS = (np.float32, np.float64)
 
 # --- wrappers' helpers ------------------------------------------------------------------------
+def read_only(a: np.ndarray) -> np.ndarray:
+    """A read-only view of `a` (no copy), for a kernel's inputs.
+
+    Numba compiles one machine-code version per argument type, and an array's type includes
+    whether it is writeable: a broadcast or an np.asarray of a read-only buffer is not. Without
+    this, the same kernel was compiled again for every mix of writeable and read-only inputs
+    (20 versions of the attention forward in the test suite, ~5 s each); with it, one per dtype.
+    """
+    view = a.view()
+    view.flags.writeable = False
+    return view
+
+
 def _float_array(op: str, name: str, a, dtype=None) -> np.ndarray:
-    """`a` as a C-contiguous float32/float64 NumPy array (of `dtype` when given)."""
+    """`a` as a C-contiguous float32/float64 NumPy array (of `dtype` when given), read-only."""
     a = np.asarray(a, dtype=dtype, order="C")  # not ascontiguousarray, which makes 0-d arrays 1-d
     if a.dtype.type not in _FLOATS:
         raise TypeError(f"{op}: {name} must be float32 or float64, got {a.dtype}")
-    return a
+    return read_only(a)
 
 
 def _rows(op: str, name: str, a, dtype=None) -> np.ndarray:
@@ -156,7 +169,8 @@ def softmax_forward(x):
     x = _rows("softmax", "x", x)
     y = np.empty_like(x)
     if x.size:
-        _softmax_forward(x, y)
+        with kernel_threads():
+            _softmax_forward(x, y)
     return y
 
 
@@ -167,7 +181,8 @@ def softmax_backward(y, g):
     _same_shape("softmax backward", "y and g", y, g)
     dx = np.empty_like(y)
     if y.size:
-        _softmax_backward(y, g, dx)
+        with kernel_threads():
+            _softmax_backward(y, g, dx)
     return dx
 
 
@@ -245,12 +260,13 @@ def layer_norm_forward(x, weight=None, bias=None, eps: float = 1e-5):
     n_rows, d = x.shape
     if d == 0:
         raise ValueError(f"layer_norm: x has shape {x.shape}; need at least one feature (D >= 1)")
-    weight = np.ones(d, x.dtype) if weight is None else _vector("layer_norm", "weight", weight, d, x.dtype)
-    bias = np.zeros(d, x.dtype) if bias is None else _vector("layer_norm", "bias", bias, d, x.dtype)
+    weight = read_only(np.ones(d, x.dtype)) if weight is None else _vector("layer_norm", "weight", weight, d, x.dtype)
+    bias = read_only(np.zeros(d, x.dtype)) if bias is None else _vector("layer_norm", "bias", bias, d, x.dtype)
     y = np.empty_like(x)
     mean, rstd = np.empty(n_rows, x.dtype), np.empty(n_rows, x.dtype)
     out_of_range = np.zeros(n_rows, np.bool_)
-    _layer_norm_forward(x, weight, bias, float(eps), float(np.finfo(x.dtype).max) / 2, y, mean, rstd, out_of_range)
+    with kernel_threads():
+        _layer_norm_forward(x, weight, bias, float(eps), float(np.finfo(x.dtype).max) / 2, y, mean, rstd, out_of_range)
     if out_of_range.any():
         raise KernelDeclined(f"layer_norm: {int(out_of_range.sum())} rows have deviations from their mean near "
                              f"the largest {x.dtype} (max |x| = {float(np.abs(x).max()):.3g}); the reference "
@@ -270,11 +286,12 @@ def layer_norm_backward(g, x, mean, rstd, weight=None):
     n_rows, d = x.shape
     mean = _vector("layer_norm backward", "mean", mean, n_rows, x.dtype)
     rstd = _vector("layer_norm backward", "rstd", rstd, n_rows, x.dtype)
-    w = np.ones(d, x.dtype) if weight is None else _vector("layer_norm backward", "weight", weight, d, x.dtype)
+    w = read_only(np.ones(d, x.dtype)) if weight is None else _vector("layer_norm backward", "weight", weight, d, x.dtype)
     dx = np.empty_like(x)
     n_chunks = max(1, min(_CHUNKS, n_rows))
     dweight_parts, dbias_parts = np.zeros((n_chunks, d)), np.zeros((n_chunks, d))
-    _layer_norm_backward(g, x, mean, rstd, w, dx, dweight_parts, dbias_parts)
+    with kernel_threads():
+        _layer_norm_backward(g, x, mean, rstd, w, dx, dweight_parts, dbias_parts)
     dweight = dweight_parts.sum(axis=0).astype(x.dtype) if weight is not None else None
     return dx, dweight, dbias_parts.sum(axis=0).astype(x.dtype)
 
@@ -358,7 +375,7 @@ def _gelu_inputs(op, x, bias, approximate):
     x = _float_array(op, "x", x)
     if bias is None:
         d = x.shape[-1] if x.ndim else 1
-        return x.reshape(x.size // d if d else 0, d), np.zeros(d, x.dtype), False
+        return x.reshape(x.size // d if d else 0, d), read_only(np.zeros(d, x.dtype)), False
     if x.ndim == 0:
         raise ValueError(f"{op}: x has shape (); a bias needs a last axis to add along")
     d = x.shape[-1]
@@ -370,7 +387,8 @@ def gelu_forward(x, bias=None, approximate: str = "none"):
     rows, b, has_bias = _gelu_inputs("gelu", x, bias, approximate)
     y = np.empty_like(rows)
     if rows.size:
-        _gelu_forward(rows, b, has_bias, approximate == "tanh", y)
+        with kernel_threads():
+            _gelu_forward(rows, b, has_bias, approximate == "tanh", y)
     return y.reshape(np.shape(x))
 
 
@@ -383,7 +401,8 @@ def gelu_backward(g, x, bias=None, approximate: str = "none"):
     dx = np.empty_like(rows)
     dbias_parts = np.zeros((max(1, min(_CHUNKS, rows.shape[0])), rows.shape[1]))
     if rows.size:
-        _gelu_backward(g.reshape(rows.shape), rows, b, has_bias, approximate == "tanh", dx, dbias_parts)
+        with kernel_threads():
+            _gelu_backward(g.reshape(rows.shape), rows, b, has_bias, approximate == "tanh", dx, dbias_parts)
     dbias = dbias_parts.sum(axis=0).astype(rows.dtype) if has_bias else None
     return dx.reshape(np.shape(x)), dbias
 
