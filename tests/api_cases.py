@@ -68,6 +68,7 @@ CASES = [
     Case("pad", F.pad, {"x": _t((2, 3)), "pad_width": ("pad", [(0, 1), (2, 0)]), "value": ("float", 0.5)}),
     # linear algebra
     Case("matmul", F.matmul, {"a": _t((2, 3)), "b": _t((3, 4))}),
+    Case("linear", F.linear, {"x": _t((2, 3, 4)), "weight": _t((4, 5)), "bias": _t((5,))}),
     # layers and losses
     Case("layer_norm", F.layer_norm, {"x": _t((2, 5)), "weight": _t((5,)), "bias": _t((5,)), "eps": ("float", 1e-5)}),
     Case("dropout", F.dropout, {"x": _t((2, 5)), "p": ("prob", 0.3), "training": ("flag", True), "seed": ("seed", 0)}),

@@ -282,6 +282,22 @@ def _draw_matmul(data):
     return [data.draw(arrays(sa)), data.draw(arrays(sb))], {}
 
 
+def _linear_ref(x, w, b=None):
+    # y[..., j] = sum_k x[..., k] w[k, j] + b[j], written out by einsum
+    out = np.einsum("...k,kj->...j", x, w)
+    return out if b is None else out + b
+
+
+@register("linear", op=lambda *arrays: F.linear(*arrays), ref=_linear_ref)
+def _draw_linear(data):
+    k, m = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4))
+    lead = data.draw(shapes(0, 2, max_side=3))
+    arrays_ = [data.draw(arrays(lead + (k,))), data.draw(arrays((k, m)))]
+    if data.draw(st.booleans()):
+        arrays_.append(data.draw(arrays((m,))))
+    return arrays_, {}
+
+
 # --- layers --------------------------------------------------------------------------------------------
 def _layer_norm_ref(x, w, b, eps):
     mu = x.mean(-1, keepdims=True)

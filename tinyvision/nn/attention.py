@@ -1,8 +1,9 @@
 """Multi-head self-attention and the pre-norm transformer block, with timm's parameter names.
 
 MultiHeadAttention (Vaswani et al. 2017, sec. 3.2.2), x: (B, N, D), h heads of size d = D / h:
-    qkv = x W_qkv + b          (B, N, 3D), columns laid out [q | k | v], heads contiguous in each
-    q, k, v                    (B, h, N, d)   reshape (B, N, 3, h, d), permute (2, 0, 3, 1, 4)
+    W_qkv (D, 3D), b (3D,)     one packed Linear, columns laid out [q | k | v], heads contiguous in each
+    q = x W_qkv[:, :D] + b[:D] (B, N, D), likewise k and v with the next D columns
+    q, k, v                    (B, h, N, d)   reshape (B, N, h, d), permute (0, 2, 1, 3)
     o_head = softmax(q k^T / sqrt(d)) v    (B, h, N, d), one scaled_dot_product_attention op
     y = concat_heads(o) W_proj + b          (B, N, D)
 
@@ -48,8 +49,8 @@ class MultiHeadAttention(Module):
         if x.ndim != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"MultiHeadAttention(dim={self.dim}): x has shape {x.shape}, expected (B, N, {self.dim})")
         b, n, _ = x.shape
-        qkv = F.permute(F.reshape(self.qkv(x), (b, n, 3, self.num_heads, self.head_dim)), (2, 0, 3, 1, 4))
-        q, k, v = qkv[0], qkv[1], qkv[2]
+        q, k, v = (F.permute(F.reshape(self._project(x, i), (b, n, self.num_heads, self.head_dim)), (0, 2, 1, 3))
+                   for i in range(3))
         # keep_attention=False lets the op take a tiled kernel (no N x N matrix); the weights, when kept,
         # are copied to the host so that plotting code never touches GPU memory
         result = F.scaled_dot_product_attention(q, k, v, mask=mask, causal=causal, return_weights=keep_attention)
@@ -57,6 +58,18 @@ class MultiHeadAttention(Module):
         self.last_attention = None if weights is None else to_device(weights, "cpu")
         out = F.reshape(F.permute(out, (0, 2, 1, 3)), (b, n, self.dim))
         return self.proj_drop(self.proj(out))
+
+    def _project(self, x, i: int):
+        """x W + b with columns [iD, (i+1)D) of the packed qkv Linear: q (i = 0), k (1) or v (2).
+
+        Three products of width D give the same numbers as one of width 3D sliced afterwards, but
+        nothing of width 3D is ever sliced: a slice's backward fills a zero gradient the size of
+        what it was cut from, three times over (once per q, k, v) in every block. Slicing the
+        (D, 3D) weight instead costs that only at the weight's size.
+        """
+        cols = slice(i * self.dim, (i + 1) * self.dim)
+        bias = None if self.qkv.bias is None else self.qkv.bias[cols]
+        return F.linear(x, self.qkv.weight[:, cols], bias)
 
     def extra_repr(self):
         return f"dim={self.dim}, num_heads={self.num_heads}"

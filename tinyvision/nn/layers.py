@@ -53,8 +53,7 @@ class Linear(Module):
         if x.shape[-1] != self.in_features:
             raise ValueError(f"Linear({self.in_features}, {self.out_features}): input has shape {x.shape}, "
                              f"expected (..., {self.in_features})")
-        y = F.matmul(x, self.weight)
-        return y + self.bias if self.bias is not None else y
+        return F.linear(x, self.weight, self.bias)
 
     @staticmethod
     def from_torch_layout(name: str, array):

@@ -4,7 +4,7 @@ Each op lives in the file of its idea, forward and hand-written backward side by
     elementwise.py  arithmetic, exp/log, activations, where/masked_fill, clip
     reduce.py       sum/mean/max/var, logsumexp, softmax, log_softmax
     shape.py        reshape, permute/transpose, indexing, concatenate/stack/split, pad
-    linalg.py       matmul
+    linalg.py       matmul, linear (x W + b)
     layers.py       layer_norm, dropout, embedding
     losses.py       cross_entropy, mse_loss, binary_cross_entropy_with_logits
     attention.py    scaled_dot_product_attention
@@ -17,7 +17,7 @@ from .conv import avg_pool2d, conv2d, max_pool2d
 from .elementwise import (add, clip, div, exp, gelu, log, masked_fill, mul, neg, pow, relu, sigmoid, sqrt,
                           sub, tanh, where)
 from .layers import dropout, embedding, layer_norm
-from .linalg import matmul
+from .linalg import linear, matmul
 from .losses import binary_cross_entropy_with_logits, cross_entropy, mse_loss
 from .reduce import log_softmax, logsumexp, max, mean, softmax, sum, var
 from .shape import concatenate, getitem, pad, permute, reshape, split, stack, transpose
@@ -31,7 +31,7 @@ __all__ = [
     # shape
     "reshape", "transpose", "permute", "getitem", "concatenate", "stack", "split", "pad",
     # linear algebra
-    "matmul",
+    "matmul", "linear",
     # layers and losses
     "layer_norm", "dropout", "embedding", "cross_entropy", "mse_loss", "binary_cross_entropy_with_logits",
     # attention

@@ -1,4 +1,4 @@
-"""Matrix multiplication, batched and broadcast like NumPy's matmul.
+"""Matrix multiplication, batched and broadcast like NumPy's matmul; and the Linear layer's op, x W + b.
 
 For a (..., n, k) and b (..., k, m), y = a @ b is (..., n, m). With G = dL/dy:
     dL/da = G @ b^T      (..., n, k)
@@ -13,7 +13,7 @@ from ..tensor import Tensor
 from ._common import broadcast_shape, tensors_for, unbroadcast
 from .shape import reshape
 
-__all__ = ["matmul"]
+__all__ = ["linear", "matmul"]
 
 
 def _swap_last(a):
@@ -59,3 +59,35 @@ def _matmul_shared_weight(a, b):
         return (g_rows @ b.data.T).reshape(a.shape), rows.T @ g_rows
     out = (rows @ b.data).reshape(a.shape[:-1] + (m,))
     return Tensor.from_op(out, (a, b), backward, "matmul")
+
+
+def linear(x, weight, bias=None) -> Tensor:
+    """y = x W + b, one op: x (..., k), W (k, m), b (m,) or None -> (..., m).
+
+    The same math as matmul(x, W) + b, with the bias added into the product's fresh output array
+    in place: no second (..., m) array, and one node instead of two in the graph. Backward, with
+    the rows of x and of G = dL/dy flattened to (R, k) and (R, m):
+        dL/dx = G W^T,     dL/dW = X^T G,     dL/db = sum of G over the rows
+    """
+    x, weight = tensors_for("linear", x, weight)
+    if weight.ndim != 2:
+        raise ValueError(f"linear: weight must be (in_features, out_features), got shape {weight.shape}")
+    k, m = weight.shape
+    if x.ndim < 1 or x.shape[-1] != k:
+        raise ValueError(f"linear: x has shape {x.shape}, expected (..., {k}) to match weight {weight.shape}")
+    parents = (x, weight)
+    if bias is not None:
+        (bias,) = tensors_for("linear", bias)
+        if bias.shape != (m,):
+            raise ValueError(f"linear: bias has shape {bias.shape}, expected ({m},) to match weight {weight.shape}")
+        parents += (bias,)
+    rows = x.data.reshape(-1, k)
+    out = rows @ weight.data
+    if bias is not None:
+        out += bias.data         # in place, into the product's own output
+
+    def backward(g):
+        g_rows = g.reshape(-1, m)
+        grads = ((g_rows @ weight.data.T).reshape(x.shape), rows.T @ g_rows)
+        return grads + ((g_rows.sum(axis=0),) if bias is not None else ())
+    return Tensor.from_op(out.reshape(x.shape[:-1] + (m,)), parents, backward, "linear")

@@ -109,7 +109,9 @@ def getitem(x, index) -> Tensor:
         else:
             grad[index] = g
         return (grad,)
-    return Tensor.from_op(xp.array(y, copy=True), (x,), backward, "getitem")
+    # basic indexing gives a view of x, as reshape and permute do (and as NumPy and PyTorch do); an
+    # integer or boolean array index gives NumPy's own copy
+    return Tensor.from_op(y if y.ndim else xp.array(y), (x,), backward, "getitem")
 
 
 def _check_joinable(op, tensors, axis, same_axis_size):
