@@ -10,7 +10,7 @@ missing, the error names the extra that installs it.
 The CUDA C kernel (csrc/flash_attention.cu): when nvcc is on PATH, installing compiles it for sm_80
 and sm_90 (+ PTX) into tinyvision/kernels/_bin/, which ships in the package; without nvcc, or if nvcc
 fails, the install still succeeds and _bin/BUILD.json records why, and the loader compiles the
-source with NVRTC on first use (tinyvision/kernels/cuda_c.py).
+source with NVRTC on first use (tinyvision/kernels/attention_cuda_c.py).
 """
 import importlib.util
 from pathlib import Path

@@ -7,7 +7,7 @@ What it computes (Dao 2023, "FlashAttention-2", Alg. 1 forward and Alg. 2 backwa
     O = P V                  V (Nk, d), O (Nq, d);   L = rowlogsumexp(S), the only thing kept for backward
 and the backward, recomputing P tile by tile from L:
     D = rowsum(dO o O),  dV = P^T dO,  dP = dO V^T,  dS = P o (dP - D),  dQ = tau dS K,  dK = tau dS^T Q.
-The plain NumPy version of the same tiles is tinyvision/kernels/flash_reference.py (its docstring has the
+The plain NumPy version of the same tiles is tinyvision/kernels/attention_tiled.py (its docstring has the
 derivation); this file is tested equal to it and to the dense float64 formula (tests/test_flash_cuda_c.py).
 
 Masks. causal = 1 lets query i see key j iff j <= i + (Nk - Nq) (bottom-right, as in flash-attn); key tiles
@@ -39,7 +39,7 @@ with LD = d + 1 and LDP = T + 1 (paddings against bank conflicts) and T = 64:
     dK, dV   4 T LD + T LDP + 2 T    d = 16: 34,560 B   d = 32: 50,944 B   d = 64: 83,712 B   d = 128: 149,248 B
     dQ       4 T LD + T LDP          d = 16: 34,048 B   d = 32: 50,432 B   d = 64: 83,200 B   d = 128: 148,736 B
 Above 48 KB a kernel must opt in (cudaFuncAttributeMaxDynamicSharedMemorySize); the loader
-(tinyvision/kernels/cuda_c.py) checks each size against the device's opt-in limit (227 KB on H100,
+(tinyvision/kernels/attention_cuda_c.py) checks each size against the device's opt-in limit (227 KB on H100,
 163 KB on A100, 99 KB on most consumer GPUs) before launching, and says which head dim does not fit.
 
 Build (what setup.py and the CI do; see csrc/build.py):
@@ -79,7 +79,7 @@ constexpr int LDP = TILE + 1;     // row stride of the P / dS tile in shared mem
 
 __device__ __forceinline__ float neg_inf() { return -__int_as_float(0x7f800000); }
 
-// ---- the causal rule: the same three functions as flash_reference.py --------------------------------
+// ---- the causal rule: the same three functions as attention_tiled.py --------------------------------
 __device__ __forceinline__ bool visible(int i, int j, int nq, int nk, int causal, const unsigned char* mask) {
     if (i >= nq || j >= nk) return false;                 // padding rows / columns of a partial tile
     if (causal && j > i + (nk - nq)) return false;        // bottom-right aligned causal rule

@@ -30,7 +30,7 @@ What to look at
     side by side, with n/a where an implementation cannot run here, e.g. GPU kernels without a GPU).
 
 Exercises
-    1. In tinyvision/kernels/flash_reference.py remove the guard for fully masked rows
+    1. In tinyvision/kernels/attention_tiled.py remove the guard for fully masked rows
        (_finite_or_zero) and run the masked-row check. Where does the NaN come from?
     2. Make the online softmax divide by l at every block (FlashAttention-1) instead of once at the
        end. Same result? How many more divisions for N = 1024, block 64?
@@ -49,7 +49,7 @@ import numpy as np
 import tinyvision as tv
 import tinyvision.ops as F
 from tinyvision import kernels
-from tinyvision.kernels.flash_reference import attention_memory_bytes, flash_backward, flash_forward
+from tinyvision.kernels.attention_tiled import attention_memory_bytes, flash_backward, flash_forward
 
 from _common import compare, one_blas_thread, parse_args, pyplot, save_figure
 
@@ -86,7 +86,7 @@ q, k, v = (rng.standard_normal((bh, n, d)) for _ in range(3))
 keep = np.tril(np.ones((n, n), bool))
 keep[5] = False                                   # one query that may attend to nothing
 dense = [tv.Tensor(a, requires_grad=True) for a in (q, k, v)]
-with kernels.use("numpy"):
+with kernels.use("reference"):
     out, p = F.scaled_dot_product_attention(*dense, mask=keep, return_weights=True)
 do = rng.standard_normal(out.shape)
 out.backward(do)
@@ -141,10 +141,10 @@ from tinyvision.bench import bench_ops, header  # noqa: E402
 print("\n== 4. timings on this machine")
 print(header())
 results = bench_ops(quick=QUICK, repeats=3 if QUICK else 7)
-ratios = {f"{op} {shape}": round(v["numpy"] / v["numba"], 2) for (op, shape), v in results.items() if "numba" in v}
+ratios = {f"{op} {shape}": round(v["reference"] / v["numba"], 2) for (op, shape), v in results.items() if "numba" in v}
 for (op, shape), v in results.items():
     if "numba" in v:
-        numba_ms, numpy_ms = 1000 * v["numba"], 1000 * v["numpy"]   # medians; within 10% counts as a tie
+        numba_ms, numpy_ms = 1000 * v["numba"], 1000 * v["reference"]   # medians; within 10% counts as a tie
         print(f"  {op} {shape}: " + compare("numba", numba_ms, "numpy", numpy_ms, margin=0.1 * numpy_ms,
                                             higher_is_better=False, verb="is faster than", fmt=".2f", unit=" ms"))
 

@@ -38,7 +38,7 @@ def assert_close(name, got, want, dtype=np.float64):
 
 def causal_visible(nq, nk):
     """(Nq, Nk) bool, the causal rule aligned at the bottom right (flash-attn's convention, and the one
-    flash_reference.py and ops/attention.py document): query i sees key j iff j <= i + (Nk - Nq), so the
+    attention_tiled.py and ops/attention.py document): query i sees key j iff j <= i + (Nk - Nq), so the
     last query sees every key and each earlier one a key fewer. That is the lower triangle of the
     (Nq, Nk) matrix with its diagonal moved Nk - Nq to the right: np.tril keeps j - i <= Nk - Nq."""
     return np.tril(np.ones((nq, nk), bool), k=nk - nq)
@@ -55,7 +55,7 @@ def dense_attention(case):
     """(o, (dq, dk, dv)) from the dense NumPy op and autograd, float64 — the oracle.
 
     The causal rule goes in as part of the mask (visible), so the op's own causal code is not trusted here."""
-    with kernels.use("numpy"):
+    with kernels.use("reference"):
         q, k, v = (tv.Tensor(case[n].astype(np.float64), requires_grad=True) for n in "qkv")
         out = F.scaled_dot_product_attention(q, k, v, mask=visible(case), causal=False, scale=case["scale"])
         out.backward(case["do"].astype(np.float64))

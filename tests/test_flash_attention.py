@@ -2,7 +2,7 @@
 
 The oracle is the dense op tinyvision.ops.scaled_dot_product_attention (run with the NumPy
 implementation, float64) and its autograd gradients. The tiled reference
-(kernels/flash_reference.py) must equal it for every shape, mask and block size; the compiled
+(kernels/attention_tiled.py) must equal it for every shape, mask and block size; the compiled
 kernels must equal the reference. Shapes are drawn below, at and past the block size and not
 multiples of it; masks are none, causal (also Nq != Nk, aligned bottom-right), random, and random
 with whole rows masked (output 0, gradient 0, never NaN).
@@ -20,7 +20,7 @@ import tinyvision as tv
 import tinyvision.ops as F
 from tinyvision import kernels
 from tinyvision.kernels import attention_numba
-from tinyvision.kernels.flash_reference import (attention_memory_bytes, flash_backward, flash_forward, is_visible,
+from tinyvision.kernels.attention_tiled import (attention_memory_bytes, flash_backward, flash_forward, is_visible,
                                                 key_end, query_start)
 from attention_cases import as_dtype, assert_close, attention_cases, causal_visible, dense_attention, masked_scores
 
@@ -150,7 +150,7 @@ def test_causal_rule_written_out_in_the_tests_is_bottom_right_aligned():
 
 @given(st.integers(1, 12), st.integers(1, 12), st.booleans())
 def test_is_visible_equals_the_written_out_rule(nq, nk, causal):
-    """flash_reference.is_visible, on scalars (as the kernels call it) and on index arrays, equals the tests' rule."""
+    """attention_tiled.is_visible, on scalars (as the kernels call it) and on index arrays, equals the tests' rule."""
     want = causal_visible(nq, nk) if causal else np.ones((nq, nk), bool)
     scalars = np.array([[bool(is_visible(i, j, nq, nk, causal)) for j in range(nk)] for i in range(nq)])
     np.testing.assert_array_equal(scalars, want)
@@ -281,7 +281,7 @@ def sim_case(bh, nq, nk, d, dv, mask, causal, tile, seed=0):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("name", list(SIM_CASES))
 def test_cuda_attention_forward_backward_equal_reference_simulated(name, dtype):
-    """numba.cuda attention (simulated: indexing and barriers only, no timing) equals flash_reference."""
+    """numba.cuda attention (simulated: indexing and barriers only, no timing) equals attention_tiled."""
     case, tile = sim_case(**SIM_CASES[name])
     case = as_dtype(case, dtype)
     o, lse, grads = run_kernel(kernels.kernel("attention", "numba_cuda"), case, tile)
@@ -315,7 +315,7 @@ def test_cuda_softmax_forward_backward_equal_numpy_simulated():
     x[2, :4] = -np.inf
     x[3, 10] = 800.0                                           # e^800 overflows unless the true max is subtracted
     g = rng.standard_normal((4, 11))
-    with kernels.use("numpy"):
+    with kernels.use("reference"):
         xt = tv.Tensor(x, requires_grad=True)
         y_ref = F.softmax(xt, axis=-1)
         y_ref.backward(g)
@@ -332,7 +332,7 @@ def test_cuda_layer_norm_forward_backward_equal_numpy_simulated(affine):
     rng = np.random.default_rng(4)
     x, g = rng.standard_normal((3, 7)) * 2 + 1, rng.standard_normal((3, 7))
     w, b = (rng.standard_normal(7), rng.standard_normal(7)) if affine else (None, None)
-    with kernels.use("numpy"):
+    with kernels.use("reference"):
         xt = tv.Tensor(x, requires_grad=True)
         wt, bt = (tv.Tensor(w, requires_grad=True), tv.Tensor(b, requires_grad=True)) if affine else (None, None)
         y_ref = F.layer_norm(xt, wt, bt, eps=1e-5)

@@ -25,9 +25,9 @@ from hypothesis import given, settings
 import tinyvision as tv
 import tinyvision.ops as F
 from tinyvision import kernels
-from tinyvision.kernels.csrc_layout import shared_memory_bytes
+from tinyvision.kernels.attention_cuda_c_layout import shared_memory_bytes
 from attention_cases import as_dtype, assert_close, attention_cases, dense_attention, masked_scores
-from tinyvision.kernels.flash_reference import flash_backward, flash_forward
+from tinyvision.kernels.attention_tiled import flash_backward, flash_forward
 
 ROOT = Path(__file__).resolve().parents[1]
 EMULATION = Path(__file__).resolve().parent / "cuda_emulation"
@@ -155,7 +155,7 @@ def run_emulated(exe, case, workdir, smem_override=None):
 
 def assert_float32_accurate(case, o, grads):
     """float32 results as accurate as float32 attention gets. The kernel saw float32 inputs, so the oracle
-    is the dense op on those same values in float64; the yardstick is flash_reference.py (the same tiled
+    is the dense op on those same values in float64; the yardstick is attention_tiled.py (the same tiled
     algorithm in NumPy, tiles of 64) run in float32. The kernel's largest error may be 16x the
     yardstick's plus 1e-6 of the largest value.
 
@@ -185,7 +185,7 @@ def assert_float32_accurate(case, o, grads):
         bound = 16 * ref_err + 1e-6 * max(1.0, np.abs(want).max(initial=0))
         worst = np.unravel_index(np.argmax(np.abs(got - want)), got.shape) if got.size else ()
         assert err <= bound, (f"{name}: max abs error {err:.3g} at {tuple(int(i) for i in worst)} > bound {bound:.3g} "
-                              f"(flash_reference in float32 errs by {ref_err:.3g})")
+                              f"(attention_tiled in float32 errs by {ref_err:.3g})")
 
 
 def make_case(bh, nq, nk, d, causal=False, mask=None, seed=0, scale=None):
@@ -293,7 +293,7 @@ gpu = pytest.mark.skipif(_WHY is not None, reason=f"CUDA C kernel unavailable he
 @settings(max_examples=60)
 @given(attention_cases(max_bh=4, max_n=300, head_dims=(16, 32, 64, 128), same_head_dims=True))
 def test_gpu_cuda_c_kernel_equals_dense_float64(case):
-    from tinyvision.kernels import cuda_c
+    from tinyvision.kernels import attention_cuda_c as cuda_c
     args = (case["keep"], case["causal"], case["scale"])
     # float32, each array keeping its layout (transposed and strided views about half the time):
     # cuda_c.forward must pack them itself before it hands raw pointers to the kernel
@@ -323,7 +323,7 @@ def test_gpu_attention_op_on_cuda_uses_the_cuda_c_kernel_and_matches_cpu():
 @gpu
 def test_gpu_cuda_c_runs_n_65536_with_memory_linear_in_n():
     import cupy as cp
-    from tinyvision.kernels import cuda_c
+    from tinyvision.kernels import attention_cuda_c as cuda_c
     n, d = 65_536, 64
     rng = cp.random.default_rng(0)
     q, k, v = (rng.standard_normal((1, n, d), dtype=cp.float32) for _ in range(3))

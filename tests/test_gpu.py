@@ -59,8 +59,9 @@ def test_numba_cuda_attention_on_a_real_gpu_equals_dense_float64(n):
     why = kernels.why_unavailable("numba_cuda")
     if why is not None:
         pytest.skip(f"numba.cuda unavailable: {why}")
-    from tinyvision.kernels import numba_cuda
-    if numba_cuda.SIMULATED:
+    from tinyvision.kernels import attention_numba_cuda as numba_cuda
+    from tinyvision.kernels.device_numba_cuda import SIMULATED
+    if SIMULATED:
         pytest.skip("NUMBA_ENABLE_CUDASIM=1: this test is for the real GPU")
     rng = np.random.default_rng(n)
     case = dict(q=rng.standard_normal((3, n, 64)), k=rng.standard_normal((3, n, 64)), v=rng.standard_normal((3, n, 64)),

@@ -398,7 +398,7 @@ def _adamw_steps(choice, dtype, steps=4):
 def test_float16_adamw_steps_under_the_numba_switch_equal_the_numpy_steps(choice):
     _needs_numba()
     p, m, v, grads = _adamw_steps(choice, np.float16)
-    p_ref, m_ref, v_ref, _ = _adamw_steps("numpy", np.float16)
+    p_ref, m_ref, v_ref, _ = _adamw_steps("reference", np.float16)
     assert p.dtype == np.float16 and m.dtype == np.float32 and v.dtype == np.float32   # moments in float32
     np.testing.assert_array_equal(p, p_ref)
     np.testing.assert_array_equal(m, m_ref)
@@ -437,7 +437,7 @@ def test_fused_kernel_runs_for_float32_and_float64_only(monkeypatch):
 
 
 def test_float16_sgd_and_adam_train_under_every_kernel_choice():
-    for choice in ("numpy", "numba", "auto"):
+    for choice in ("reference", "numba", "auto"):
         if kernels.why_unavailable(choice) is not None:
             continue
         for make in (lambda ps: SGD(ps, lr=0.1, momentum=0.9), lambda ps: Adam(ps, lr=0.1, weight_decay=0.1)):

@@ -12,17 +12,17 @@ needs_numba = pytest.mark.skipif(numba_missing is not None, reason=f"Numba kerne
 def test_use_sets_and_restores_the_choice(monkeypatch):
     monkeypatch.delenv("TINYVISION_KERNELS", raising=False)
     assert kernels.active() == "auto"
-    with kernels.use("numpy"):
-        assert kernels.active() == "numpy"
+    with kernels.use("reference"):
+        assert kernels.active() == "reference"
         with kernels.use("auto"):
             assert kernels.active() == "auto"
-        assert kernels.active() == "numpy"
+        assert kernels.active() == "reference"
     assert kernels.active() == "auto"
 
 
 def test_environment_variable_is_read_and_checked(monkeypatch):
-    monkeypatch.setenv("TINYVISION_KERNELS", "numpy")
-    assert kernels.implementation("softmax", "cpu") == "numpy"
+    monkeypatch.setenv("TINYVISION_KERNELS", "reference")
+    assert kernels.implementation("softmax", "cpu") == "reference"
     monkeypatch.setenv("TINYVISION_KERNELS", "fastest")
     with pytest.raises(ValueError, match=r"choose one of .*got 'fastest'"):
         kernels.active()
@@ -32,18 +32,18 @@ def test_environment_variable_is_read_and_checked(monkeypatch):
 
 
 @needs_numba
-def test_auto_picks_numba_where_it_measured_faster_and_numpy_for_cpu_attention(monkeypatch):
+def test_auto_picks_numba_where_it_measured_faster_and_the_reference_for_cpu_attention(monkeypatch):
     monkeypatch.delenv("TINYVISION_KERNELS", raising=False)
     for op in ("softmax", "layer_norm", "gelu", "adamw"):
         assert kernels.implementation(op, "cpu") == "numba", op
-    assert kernels.implementation("attention", "cpu") == "numpy"      # the dense BLAS composite is faster here
+    assert kernels.implementation("attention", "cpu") == "reference"      # the dense BLAS composite is faster here
     with kernels.use("numba"):
         assert kernels.implementation("attention", "cpu") == "numba"  # asked for explicitly
 
 
-def test_an_op_without_a_kernel_falls_back_to_numpy():
+def test_an_op_without_a_kernel_falls_back_to_the_reference():
     with kernels.use("numba"):
-        assert kernels.implementation("no_such_op", "cpu") == "numpy"
+        assert kernels.implementation("no_such_op", "cpu") == "reference"
 
 
 @pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") == "1", reason="the CUDA simulator makes numba_cuda load")
@@ -53,15 +53,15 @@ def test_unavailable_implementation_reports_why():
         pytest.skip("this machine has a GPU: numba_cuda is available")
     reason = kernels.why_unavailable("numba_cuda")
     assert reason is not None and ("GPU" in reason or "CUDA" in reason), reason
-    assert kernels.implementation("softmax", "cuda") == "numpy"       # and nothing breaks: NumPy/CuPy code runs
+    assert kernels.implementation("softmax", "cuda") == "reference"       # and nothing breaks: NumPy/CuPy code runs
 
 
 def test_an_implementation_only_serves_arrays_of_its_own_device():
     with kernels.use("numba"):
         assert kernels.implementation("softmax", "cpu") == "numba"
-        assert kernels.implementation("softmax", "cuda") == "numpy"      # a CPU kernel never sees a CuPy array
+        assert kernels.implementation("softmax", "cuda") == "reference"      # a CPU kernel never sees a CuPy array
     with kernels.use("cuda_c"):
-        assert kernels.implementation("attention", "cpu") == "numpy"
+        assert kernels.implementation("attention", "cpu") == "reference"
 
 
 def test_a_kernel_that_declines_the_inputs_falls_back(monkeypatch):
@@ -70,7 +70,7 @@ def test_a_kernel_that_declines_the_inputs_falls_back(monkeypatch):
     fake = types.SimpleNamespace(accepts=lambda *arrays: calls.append(len(arrays)) or False)
     monkeypatch.setitem(kernels._REGISTRY, ("attention", "numba"), fake)
     with kernels.use("numba"):
-        assert kernels.implementation("attention", "cpu", (1, 2, 3)) == "numpy"
+        assert kernels.implementation("attention", "cpu", (1, 2, 3)) == "reference"
         assert calls == [3]
         assert kernels.implementation("attention", "cpu") == "numba"     # no arrays given: not asked
 
@@ -78,8 +78,8 @@ def test_a_kernel_that_declines_the_inputs_falls_back(monkeypatch):
 def test_asking_for_a_missing_kernel_names_the_reason():
     with pytest.raises(RuntimeError, match=r"no 'fast' kernel for 'softmax' here: unknown implementation"):
         kernels.kernel("softmax", "fast")
-    with pytest.raises(RuntimeError, match=r"no 'numpy' kernel for 'softmax' here: it is the plain code"):
-        kernels.kernel("softmax", "numpy")
+    with pytest.raises(RuntimeError, match=r"no 'reference' kernel for 'softmax' here: it is the plain code"):
+        kernels.kernel("softmax", "reference")
 
 
 def test_auto_on_the_gpu_takes_only_the_cuda_c_attention_and_cupy_code_elsewhere(monkeypatch):
@@ -87,9 +87,9 @@ def test_auto_on_the_gpu_takes_only_the_cuda_c_attention_and_cupy_code_elsewhere
     from tinyvision.backend import cuda_unavailable_reason
     monkeypatch.delenv("TINYVISION_KERNELS", raising=False)
     for op in ("softmax", "layer_norm", "gelu", "adamw"):
-        assert kernels.implementation(op, "cuda") == "numpy", op
-    # the CUDA C kernel loads exactly where CuPy and a GPU do (cuda_c.py raises ImportError otherwise)
-    expected = "cuda_c" if cuda_unavailable_reason() is None else "numpy"
+        assert kernels.implementation(op, "cuda") == "reference", op
+    # the CUDA C kernel loads exactly where CuPy and a GPU do (attention_cuda_c.py raises ImportError otherwise)
+    expected = "cuda_c" if cuda_unavailable_reason() is None else "reference"
     assert kernels.implementation("attention", "cuda") == expected, cuda_unavailable_reason()
 
 
@@ -105,8 +105,8 @@ def test_auto_on_the_gpu_with_every_gpu_kernel_loaded(monkeypatch):
     for op in ("softmax", "layer_norm", "gelu", "adamw"):
         monkeypatch.setitem(kernels._REGISTRY, (op, "numba_cuda"), fake)
     for op in ("softmax", "layer_norm", "gelu", "adamw"):
-        assert kernels.implementation(op, "cuda") == "numpy", op
+        assert kernels.implementation(op, "cuda") == "reference", op
         with kernels.use("numba_cuda"):
             assert kernels.implementation(op, "cuda") == "numba_cuda", op   # chosen explicitly: it runs
     assert kernels.implementation("attention", "cuda") == "cuda_c"
-    assert kernels.implementation("attention", "cpu") == "numpy"
+    assert kernels.implementation("attention", "cpu") == "reference"

@@ -1,7 +1,7 @@
-"""The Numba CPU kernels (tinyvision/kernels/numba_cpu.py) equal the NumPy reference ops.
+"""The Numba CPU kernels (tinyvision/kernels/rows_numba.py) equal the NumPy reference ops.
 
 Every kernel is compared, forward and backward, with the plain NumPy op run under
-kernels.use("numpy") (the ops may themselves call the kernels under "auto"), on
+kernels.use("reference") (the ops may themselves call the kernels under "auto"), on
 hypothesis-drawn shapes: R rows in 1..40, D features in 1..67 (so 1 and odd sizes), float32 and
 float64, inputs contiguous or not: column-major, or views with a gap between rows or between
 columns (the gaps hold NaN, so a kernel that reads memory as if it were packed gives NaN).
@@ -29,7 +29,7 @@ numba = pytest.importorskip("numba", reason="the Numba CPU kernels need numba (p
 
 import tinyvision.ops as F  # noqa: E402 - after the skip
 from tinyvision import kernels, nn  # noqa: E402
-from tinyvision.kernels import adamw_numba, numba_cpu, numba_math  # noqa: E402
+from tinyvision.kernels import adamw_numba, rows_numba, math_numba  # noqa: E402
 from tinyvision.optim import Adam, AdamW  # noqa: E402
 from tinyvision.tensor import Tensor  # noqa: E402
 
@@ -85,7 +85,7 @@ def test_layouts_are_not_c_contiguous_and_keep_the_values():
 
 def reference(op, inputs, g, **kwargs):
     """The NumPy op's output and the gradients of sum(out * g) for each input (None stays None)."""
-    with kernels.use("numpy"):
+    with kernels.use("reference"):
         tensors = [None if a is None else Tensor(a, requires_grad=True, dtype=a.dtype) for a in inputs]
         out = op(*tensors, **kwargs)
         out.backward(g)
@@ -102,7 +102,7 @@ def _apply(f, a, out1, out2):
 
 @numba.njit
 def _exp_pair(a):
-    return numba_math._exp32(a), a
+    return math_numba._exp32(a), a
 
 
 def test_float32_exp_is_within_one_and_a_half_ulps_of_exact():
@@ -121,7 +121,7 @@ def test_float32_exp_is_within_one_and_a_half_ulps_of_exact():
 def test_float32_gaussian_cdf_and_pdf_match_erf_and_exp():
     u = np.linspace(-12, 12, 100_001).astype(np.float32)
     cdf, pdf = np.empty_like(u), np.empty_like(u)
-    _apply(numba_math._gaussian32, u, cdf, pdf)
+    _apply(math_numba._gaussian32, u, cdf, pdf)
     exact_cdf = np.array([0.5 * math.erfc(-v / math.sqrt(2)) for v in u.astype(np.float64)])
     exact_pdf = np.exp(-0.5 * u.astype(np.float64) ** 2) / math.sqrt(2 * math.pi)
     # A&S 7.1.26 is good to 1.5e-7 in erf, i.e. 7.5e-8 in Phi; float32 rounding adds a few 6e-8
@@ -149,28 +149,28 @@ def test_softmax_equals_reference(case, masked_fraction, mask_whole_rows):
     if mask_whole_rows:
         x[rng.random(x.shape[0]) < 0.3] = -np.inf  # fully masked rows
     want_y, (want_dx,) = reference(F.softmax, [x], g, axis=-1)
-    y = numba_cpu.softmax_forward(x)
+    y = rows_numba.softmax_forward(x)
     assert_close(y, want_y, "softmax forward")
-    assert_close(numba_cpu.softmax_backward(y, g), want_dx, "softmax backward")
+    assert_close(rows_numba.softmax_backward(y, g), want_dx, "softmax backward")
 
 
 def test_softmax_of_fully_masked_rows_is_zero_not_nan():
     x = np.array([[-np.inf, -np.inf, -np.inf], [0.0, -np.inf, 1.0]], np.float32)
-    y = numba_cpu.softmax_forward(x)
+    y = rows_numba.softmax_forward(x)
     assert not np.isnan(y).any()
     np.testing.assert_array_equal(y[0], 0)
-    np.testing.assert_array_equal(numba_cpu.softmax_backward(y, np.ones_like(x))[0], 0)
+    np.testing.assert_array_equal(rows_numba.softmax_backward(y, np.ones_like(x))[0], 0)
 
 
 def test_softmax_of_a_row_with_nan_or_inf_is_what_the_reference_gives():
     x = np.array([[0.0, np.nan, 1.0], [2.0, np.inf, 1.0], [np.nan, -np.inf, 0.0]], np.float32)
     with np.errstate(invalid="ignore"):  # the reference's inf / inf
         want, _ = reference(F.softmax, [x], np.ones_like(x), axis=-1)
-    np.testing.assert_allclose(numba_cpu.softmax_forward(x), want, rtol=1e-6)  # nan exactly where want has nan
+    np.testing.assert_allclose(rows_numba.softmax_forward(x), want, rtol=1e-6)  # nan exactly where want has nan
 
 
 def test_softmax_does_not_overflow():
-    y = numba_cpu.softmax_forward(np.array([[1e4, 0.0, -1e4]], np.float32))
+    y = rows_numba.softmax_forward(np.array([[1e4, 0.0, -1e4]], np.float32))
     np.testing.assert_array_equal(y, [[1, 0, 0]])
 
 
@@ -182,11 +182,11 @@ def test_layer_norm_equals_reference(case, with_weight, with_bias, eps, vector_l
     weight = lay_out(rng.standard_normal(d).astype(x.dtype), vector_layout) if with_weight else None
     bias = lay_out(rng.standard_normal(d).astype(x.dtype), vector_layout) if with_bias else None
     want_y, (want_dx, want_dw, want_db) = reference(F.layer_norm, [x, weight, bias], g, eps=eps)
-    y, mean, rstd = numba_cpu.layer_norm_forward(x, weight, bias, eps)
+    y, mean, rstd = rows_numba.layer_norm_forward(x, weight, bias, eps)
     assert_close(y, want_y, "layer_norm forward")
     assert_close(mean, x.mean(axis=1), "layer_norm mean")
     assert_close(rstd, 1 / np.sqrt(x.var(axis=1) + x.dtype.type(eps)), "layer_norm rstd")
-    dx, dw, db = numba_cpu.layer_norm_backward(g, x, mean, rstd, weight)
+    dx, dw, db = rows_numba.layer_norm_backward(g, x, mean, rstd, weight)
     assert_close(dx, want_dx, "layer_norm dx")
     assert (dw is None) == (weight is None), "dweight must be None exactly when weight is None"
     if weight is not None:
@@ -197,7 +197,7 @@ def test_layer_norm_equals_reference(case, with_weight, with_bias, eps, vector_l
 
 def test_layer_norm_rejects_a_wrong_weight_shape():
     with pytest.raises(ValueError, match=r"weight has shape \(3,\), expected \(4,\)"):
-        numba_cpu.layer_norm_forward(np.ones((2, 4)), np.ones(3))
+        rows_numba.layer_norm_forward(np.ones((2, 4)), np.ones(3))
 
 
 # --- GELU ---------------------------------------------------------------------------------------
@@ -213,8 +213,8 @@ def test_gelu_equals_reference_with_and_without_fused_bias(lead_shape, d, dtype,
         want_y, (want_dx, want_db) = reference(lambda x, b: F.gelu(x + b, approximate), [x, bias], g)
     else:
         want_y, (want_dx,) = reference(lambda x: F.gelu(x, approximate), [x], g)
-    assert_close(numba_cpu.gelu_forward(x, bias, approximate), want_y, f"gelu({approximate}) forward")
-    dx, db = numba_cpu.gelu_backward(g, x, bias, approximate)
+    assert_close(rows_numba.gelu_forward(x, bias, approximate), want_y, f"gelu({approximate}) forward")
+    dx, db = rows_numba.gelu_backward(g, x, bias, approximate)
     assert_close(dx, want_dx, f"gelu({approximate}) dx")
     if with_bias:
         assert_close(db, want_db, f"gelu({approximate}) dbias")
@@ -235,7 +235,7 @@ def test_adamw_equals_the_optimizer_bit_for_bit(shapes, dtype, lr, weight_decay,
         # gradients over six orders of magnitude, as arrays of the parameter's dtype (also when 0-d)
         grads = [np.asarray(rng.standard_normal(p.shape) * 10.0 ** rng.integers(-4, 2), dtype) for p in params]
         grads = [lay_out(grad, grad_layout) if grad.ndim else grad for grad in grads]   # grad is only read: any layout
-        with kernels.use("numpy"):
+        with kernels.use("reference"):
             for p, grad in zip(params, grads):
                 p.grad = grad
             optimizer.step()
@@ -256,7 +256,7 @@ def test_adamw_large_parameter_split_over_threads_matches():
     p, m, v = param.data.copy(), np.zeros(n, np.float32), np.zeros(n, np.float32)
     for step in (1, 2):
         grad = rng.standard_normal(n).astype(np.float32)
-        with kernels.use("numpy"):
+        with kernels.use("reference"):
             param.grad = grad
             optimizer.step()
         adamw_numba.adamw_update(p, grad, m, v, 1e-2, 0.9, 0.999, 1e-8, 0.1, step)
@@ -274,6 +274,6 @@ def test_limit_blas_threads_caps_blas_and_restores_it():
     pytest.importorskip("threadpoolctl", reason="limit_blas_threads needs threadpoolctl")
     from tinyvision.kernels._threads import thread_report
     before = thread_report()["blas_threads"]
-    with numba_cpu.limit_blas_threads(1):
+    with rows_numba.limit_blas_threads(1):
         assert all(n == 1 for n in thread_report()["blas_threads"].values())
     assert thread_report()["blas_threads"] == before

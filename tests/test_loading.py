@@ -586,7 +586,7 @@ print("ok")
 def test_checkpoint_resumes_onto_device_parameters_under_the_strict_cupy_stand_in():
     """Loaded weights and buffers land on "cuda" (tests/strict_cupy computes with NumPy but refuses mixing)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, TINYVISION_KERNELS="numpy",
+    env = dict(os.environ, TINYVISION_KERNELS="reference",
                PYTHONPATH=os.pathsep.join([os.path.join(root, "tests", "strict_cupy"), root]))
     env.pop("TINYVISION_DEVICE", None)
     proc = subprocess.run([sys.executable, "-c", DEVICE_RESUME], capture_output=True, text=True, env=env, timeout=600)

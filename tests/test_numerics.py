@@ -19,7 +19,7 @@ import tinyvision as tv
 import tinyvision.ops as F
 from tinyvision import kernels
 
-IMPLS = ["numpy"] + ([] if kernels.why_unavailable("numba") else ["numba"])
+IMPLS = ["reference"] + ([] if kernels.why_unavailable("numba") else ["numba"])
 # the widest logits each dtype is checked at (PyTorch-style losses keep these finite)
 EXTREME = {np.float16: 3e4, np.float32: 1e4, np.float64: 1e4}
 # how far a result may sit from the float64 formula: a few units in the last place of the dtype,

@@ -20,7 +20,7 @@ NON_DIFFERENTIABLE = {"attention_mask"}  # helpers exported beside the ops
 # Ops with a compiled kernel (tinyvision/kernels) are tested twice: the NumPy reference, and the kernel.
 KERNEL_OPS = ("gelu", "layer_norm", "scaled_dot_product_attention", "softmax")
 _numba_missing = kernels.why_unavailable("numba")
-CASES = [pytest.param(n, "numpy", id=f"{n}-numpy") for n in sorted(REGISTRY)] + [
+CASES = [pytest.param(n, "reference", id=f"{n}-reference") for n in sorted(REGISTRY)] + [
     pytest.param(n, "numba", id=f"{n}-numba",
                  marks=pytest.mark.skipif(_numba_missing is not None, reason=f"Numba kernels unavailable: {_numba_missing}"))
     for n in KERNEL_OPS]

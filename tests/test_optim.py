@@ -22,7 +22,7 @@ from tinyvision.optim import (SGD, Adam, AdamW, WarmupCosine, clip_grad_norm, pa
                               warmup_cosine)
 
 SHAPES = [(3, 4), (5,), ()]  # a matrix, a vector, a scalar: every shape an optimizer meets
-IMPLEMENTATIONS = ["numpy", "numba"]   # every implementation of the optimizer updates
+IMPLEMENTATIONS = ["reference", "numba"]   # every implementation of the optimizer updates
 
 
 @contextlib.contextmanager
@@ -30,7 +30,7 @@ def running(impl):
     """kernels.use(impl) for the block; yields the list of calls the fused Adam kernel received.
 
     A test that steps Adam or AdamW asserts, with `check_ran`, that the fused kernel was called
-    under "numba" and never under "numpy", so each run tests the implementation it names.
+    under "numba" and never under "reference", so each run tests the implementation it names.
     """
     why = kernels.why_unavailable(impl)
     if why is not None:

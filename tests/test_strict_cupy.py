@@ -5,7 +5,7 @@ NumPy array meeting a device array in an operation or function (see its README).
 PYTHONPATH, tinyvision takes its cuda code paths; a lesson that mixes host and device arrays anywhere
 fails here as it would on a GPU. Because the stand-in computes with NumPy, the lesson's result line
 must equal the CPU run's exactly (timings aside): the device path computes the same thing.
-Kernels are pinned to the NumPy / CuPy code (TINYVISION_KERNELS=numpy) in both runs: the stand-in
+Kernels are pinned to the NumPy / CuPy code (TINYVISION_KERNELS=reference) in both runs: the stand-in
 cannot run the CUDA C or numba.cuda kernels, which tests/test_flash_cuda_c.py and the GPU tests check.
 """
 import json
@@ -22,7 +22,7 @@ LESSONS = sorted(p.name for p in (ROOT / "lessons").glob("[0-9][0-9]_*.py"))
 
 
 def run(code_or_lesson, device, tmp_path, stand_in=True):
-    env = dict(os.environ, TINYVISION_KERNELS="numpy", PYTHONPATH=str(STAND_IN) if stand_in else "")
+    env = dict(os.environ, TINYVISION_KERNELS="reference", PYTHONPATH=str(STAND_IN) if stand_in else "")
     env.pop("TINYVISION_DEVICE", None)
     if code_or_lesson.endswith(".py"):
         cmd = [sys.executable, str(ROOT / "lessons" / code_or_lesson), "--quick", "--device", device, "--out", str(tmp_path)]

@@ -4,7 +4,7 @@
 
 For each case (BH 1-2, Nq and Nk 1-140, d 16/32/64/128, scale 1/sqrt(d), 0.3 or 2, causal or not) it
 runs the kernel source on the float32 host emulation and compares O, dQ, dK, dV with the dense float64
-attention; the yardsticks are flash_reference.py in float32 (tiles of 64) and the dense op in float32.
+attention; the yardsticks are attention_tiled.py in float32 (tiles of 64) and the dense op in float32.
 It prints the distribution of kernel error / yardstick error: the figures behind the factor 16 of
 tests/test_flash_cuda_c.py::assert_float32_accurate. About one second per case on 2 cores.
 """
@@ -22,7 +22,7 @@ import tinyvision.ops as F  # noqa: E402
 from attention_cases import as_dtype, dense_attention  # noqa: E402
 from test_flash_cuda_c import build_emulator, make_case, run_emulated  # noqa: E402
 from tinyvision import kernels  # noqa: E402
-from tinyvision.kernels.flash_reference import flash_backward, flash_forward  # noqa: E402
+from tinyvision.kernels.attention_tiled import flash_backward, flash_forward  # noqa: E402
 
 
 def main():
@@ -42,7 +42,7 @@ def main():
         want_o, want_grads = dense_attention(case)
         ref_o, ref_lse = flash_forward(case["q"], case["k"], case["v"], None, causal, scale, 64, 64)
         ref_grads = flash_backward(case["q"], case["k"], case["v"], ref_o, ref_lse, case["do"], None, causal, scale, 64, 64)
-        with kernels.use("numpy"):
+        with kernels.use("reference"):
             ts = [tv.Tensor(case[n], requires_grad=True) for n in "qkv"]
             out = F.scaled_dot_product_attention(*ts, causal=causal, scale=scale)
             out.backward(case["do"])
@@ -56,7 +56,7 @@ def main():
             worst.append((needed[-1], ratios[-1], name, d, str(scale), nq, nk, causal, err, ref_err, dense_err))
     r, f = np.array(ratios), np.array(needed)
     print(f"{args.cases} cases x 4 outputs (O, dQ, dK, dV):")
-    print(f"  kernel error / flash_reference float32 error: median {np.median(r):.2f}, "
+    print(f"  kernel error / attention_tiled float32 error: median {np.median(r):.2f}, "
           f"95th percentile {np.percentile(r, 95):.2f}, max {r.max():.2f}")
     print(f"  factor the test's bound (factor x reference error + 1e-6 x max|value|) needs: median "
           f"{np.median(f):.2f}, 95th percentile {np.percentile(f, 95):.2f}, max {f.max():.2f} (the test uses 16)")

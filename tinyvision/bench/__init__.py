@@ -74,7 +74,7 @@ def main(argv=None):
         "gelu_numba_over_torch": round(gelu["numba"] / gelu["torch"], 3) if {"numba", "torch"} <= gelu.keys() else None,
         **script,
         **step,
-        "attention_numba_over_numpy": round(float(np.median([a["numba"] / a["numpy"] for a in att])), 3)
+        "attention_numba_over_numpy": round(float(np.median([a["numba"] / a["reference"] for a in att])), 3)
         if att and all("numba" in a for a in att) else None,
         "gpu": gpu,
     }

@@ -15,7 +15,7 @@ import tinyvision as tv
 import tinyvision.ops as F
 from tinyvision import kernels
 
-IMPLS = ("numpy", "numba")          # the CPU table; the GPU rows are in gpu.py (--gpu)
+IMPLS = ("reference", "numba")          # the CPU table; the GPU rows are in gpu.py (--gpu)
 
 
 def header() -> str:
@@ -57,7 +57,7 @@ def interleaved(fns: dict, repeats: int) -> dict:
 
 def unavailable(impl: str, op: str) -> str | None:
     """Why `impl` cannot run `op` on the CPU arrays of this bench (None when it can)."""
-    if impl == "numpy":
+    if impl == "reference":
         return None
     reason = kernels.why_unavailable(impl)
     if reason:
@@ -117,7 +117,7 @@ def torch_op(make):
 
 def bench_ops(quick: bool, repeats: int):
     cols = IMPLS + ("torch",)
-    print("\n== ops, forward + backward through autograd (float32, median ms; ratio = numpy time / this time)")
+    print("\n== ops, forward + backward through autograd (float32, median ms; ratio = reference time / this time)")
     print(f"  {'op':11s} {'shape':16s} " + " ".join(f"{i:>22s}" for i in cols))
     results = {}
     for op, shape, run, torch_run in op_cases(quick):
@@ -125,7 +125,7 @@ def bench_ops(quick: bool, repeats: int):
         if torch_run is not None:
             ready["torch"] = torch_run
         med = interleaved(ready, repeats)
-        cells = [f"{1000 * med[i]:9.2f} ({med['numpy'] / med[i]:4.1f}x)".rjust(22) if i in med else "n/a".rjust(22)
+        cells = [f"{1000 * med[i]:9.2f} ({med['reference'] / med[i]:4.1f}x)".rjust(22) if i in med else "n/a".rjust(22)
                  for i in cols]
         print(f"  {op:11s} {shape:16s} " + " ".join(cells))
         results[(op, shape)] = med
@@ -139,7 +139,7 @@ def bench_ops(quick: bool, repeats: int):
 
 def bench_memory(quick: bool):
     """Peak traced NumPy memory of one attention forward+backward: naive (N x N) vs tiled (blocks)."""
-    from tinyvision.kernels.flash_reference import flash_backward, flash_forward
+    from tinyvision.kernels.attention_tiled import flash_backward, flash_forward
     print("\n== attention peak memory (one head, d 64, float32; tracemalloc peak of NumPy allocations)")
     print(f"  {'N':>6s} {'naive MiB':>10s} {'tiled MiB':>10s}")
     rng = np.random.default_rng(1)
@@ -153,7 +153,7 @@ def bench_memory(quick: bool):
                 o, lse = flash_forward(q, k, v, block_q=64, block_k=64)
                 flash_backward(q, k, v, o, lse, np.ones_like(o), block_q=64, block_k=64)
             else:
-                with kernels.use("numpy"):
+                with kernels.use("reference"):
                     ts = [tv.Tensor(a, requires_grad=True) for a in (q, k, v)]
                     o = F.scaled_dot_product_attention(*ts)
                     o.backward(np.ones(o.shape, np.float32))

@@ -3,7 +3,7 @@
 Attention, float32, d = 64, forward and forward + backward, side by side in one run:
     cuda_c       the hand-written kernel, csrc/flash_attention.cu
     cupy naive   the dense op on cupy arrays: matmul (cuBLAS), softmax, matmul; N x N in memory
-    numba_cuda   the numba.cuda kernels (tinyvision/kernels/numba_cuda.py)
+    numba_cuda   the numba.cuda kernels (tinyvision/kernels/attention_numba_cuda.py)
     torch SDPA   torch.nn.functional.scaled_dot_product_attention, memory-efficient backend, float32
                  (PyTorch has no float32 flash kernel; per its CUTLASS source this one runs on tensor
                  cores in 3xTF32 mode, so a CUDA-core kernel competes with tensor cores here)
@@ -79,8 +79,8 @@ def _attention_fns(q, k, v, do, backward: bool):
                     out.backward(do)
             return out
         return run
-    for impl, label in (("cuda_c", "cuda_c"), ("numpy", "cupy naive"), ("numba_cuda", "numba_cuda")):
-        if impl == "numpy" or _runs(impl, q, k, v):
+    for impl, label in (("cuda_c", "cuda_c"), ("reference", "cupy naive"), ("numba_cuda", "numba_cuda")):
+        if impl == "reference" or _runs(impl, q, k, v):
             fns[label] = op_with(impl)
     try:
         import torch
@@ -137,7 +137,7 @@ def bench_attention(quick: bool, repeats: int) -> dict:
 def _check_equal(fns, q, k, v):
     """Each implementation's forward equals cupy naive (float32 tolerance) before anything is timed."""
     import cupy as cp
-    with kernels.use("numpy"):
+    with kernels.use("reference"):
         want = F.scaled_dot_product_attention(tv.Tensor(q), tv.Tensor(k), tv.Tensor(v)).data
     for label in fns:
         if label in ("cupy naive", "torch SDPA"):
@@ -156,7 +156,7 @@ def bench_long_sequence(n: int = 65_536, bh: int = 16) -> dict:
     rng = cp.random.default_rng(1)
     q, k, v = (rng.standard_normal((bh, n, 64), dtype=cp.float32) for _ in range(3))
     out = {}
-    for label, impl in (("cuda_c", "cuda_c"), ("cupy naive", "numpy")):
+    for label, impl in (("cuda_c", "cuda_c"), ("cupy naive", "reference")):
         try:
             with kernels.use(impl):
                 t0 = time.perf_counter()

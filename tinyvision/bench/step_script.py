@@ -1,13 +1,13 @@
 """One training loop, timed in a process of its own: the way a learner's script runs.
 
     python -m tinyvision.bench.step_script --model small|tiny [--framework tinyvision|torch]
-                                           [--kernels auto|numpy] [--setting NAME] [--steps N]
+                                           [--kernels auto|reference] [--setting NAME] [--steps N]
 
 Models (float32, random pixels and labels: the time of a step does not depend on them):
     small   a learner's own script: ViT on 8x8 one-channel images (the digits' size; patch 4, so
             4 patches and a class token), D 64, depth 4, 4 heads, batch 64, AdamW
     tiny    ViT-tiny's step: image 32, patch 4 (65 tokens), D 192, depth 6, 3 heads, batch 128, SGD
-`--kernels` is tinyvision's kernel choice (auto = the default fast paths, numpy = the reference).
+`--kernels` is tinyvision's kernel choice (auto = the default fast paths, reference = the plain array code).
 `--setting` is one of the hand-tunings of threads a user could try:
     default       nothing set (what a script gets)
     blas1         threadpoolctl caps the BLAS at one thread around the loop
@@ -92,7 +92,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=tuple(MODELS), default="small")
     parser.add_argument("--framework", choices=("tinyvision", "torch"), default="tinyvision")
-    parser.add_argument("--kernels", choices=("auto", "numpy"), default="auto")
+    parser.add_argument("--kernels", choices=("auto", "reference"), default="auto")
     parser.add_argument("--setting", choices=SETTINGS, default="default")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=5)

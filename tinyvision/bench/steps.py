@@ -40,11 +40,11 @@ def bench_vit_step(quick: bool) -> dict:
     rounds, steps = (1, 2) if quick else (3, 3)
     print(f"\n== ViT-tiny training step (step_script.py --model tiny): image 32, patch 4 (65 tokens), D 192, depth 6, "
           f"3 heads, batch 128, SGD, float32; {rounds} round(s) of {steps} steps (median s)")
-    configs = [("tinyvision", "numpy", "default"), ("tinyvision", "auto", "default")]
+    configs = [("tinyvision", "reference", "default"), ("tinyvision", "auto", "default")]
     configs += [("torch", "auto", "default")] if torch_installed() else []
     med = run_configs("tiny", configs, rounds, steps, warmup=1)
     ref, fast, torch_ms = med[configs[0]], med[configs[1]], med.get(("torch", "auto", "default"))
-    names = {configs[0]: "tinyvision, reference (numpy)", configs[1]: "tinyvision, default (auto)",
+    names = {configs[0]: "tinyvision, reference", configs[1]: "tinyvision, default (auto)",
              ("torch", "auto", "default"): "torch"}
     for c, ms in med.items():
         print(f"  {names[c]:30s} {ms / 1000:7.3f} s   this / reference = {ms / ref:4.2f}" +

@@ -1,23 +1,39 @@
 """Fast implementations of the hot ops, and the one switch that picks between them.
 
-The plain NumPy code in tinyvision/ops is the readable reference and the oracle; every kernel
-here computes the same thing faster and is tested equal to it. Implementations:
+The plain array code in tinyvision/ops is the reference and the oracle: NumPy on the CPU, the same
+lines on CuPy for a cuda tensor. Every kernel here computes the same thing faster and is tested equal
+to it. One table, every implementation, which ops it provides and in which file (files are named
+<what>_<implementation>.py):
 
-    "numpy"       the reference (always available)
-    "numba"       Numba-compiled CPU kernels (numba_cpu.py, adamw_numba.py, attention_numba.py): fused loops, no temporaries, parallel rows
-    "numba_cuda"  numba.cuda GPU kernels (numba_cuda.py), for CuPy arrays on an NVIDIA GPU
-    "cuda_c"      the hand-written CUDA C flash attention (csrc/flash_attention.cu via cuda_c.py)
+    implementation  device  softmax  layer_norm  gelu  adamw  attention   files
+    "reference"     both    yes      yes         yes   yes    yes         tinyvision/ops, tinyvision/optim
+    "numba"         cpu     yes      yes         yes   yes    yes         rows_numba.py, adamw_numba.py,
+                                                                          attention_numba.py (+ math_numba.py)
+    "numba_cuda"    cuda    yes      yes         -     -      yes         rows_numba_cuda.py,
+                                                                          attention_numba_cuda.py (+ device_numba_cuda.py)
+    "cuda_c"        cuda    -        -           -     -      yes         attention_cuda_c.py loading
+                                                                          csrc/flash_attention.cu
+("numpy" is accepted as the old name of "reference".)
+
+Reading order, the way llm.c's kernel files go version by version (attention is the long road):
+    1. ops/attention.py          the dense op: S = tau Q K^T, P = softmax(S), O = P V, and its backward
+    2. attention_tiled.py        the same math in tiles (FlashAttention), plain NumPy, no N x N array
+    3. attention_numba.py        those tiles as compiled CPU loops, parallel over work items
+    4. attention_numba_cuda.py   the tiles on a GPU in numba.cuda: one thread per row, shared memory
+    5. csrc/flash_attention.cu   hand-written CUDA C (attention_cuda_c.py loads and launches it)
+For the row ops: ops/reduce.py softmax, ops/layers.py layer_norm, ops/elementwise.py gelu, then
+rows_numba.py (and math_numba.py, how exp and erf are written so that loops vectorise), then
+rows_numba_cuda.py. _threads.py: how the Numba kernels share the cores with the BLAS.
 
 Which one runs is decided in one visible place: the environment variable TINYVISION_KERNELS
-(numpy | numba | numba_cuda | cuda_c | auto; default auto = the fastest measured for the op and the
-array's device, see _AUTO_OVERRIDES),
-or the context manager
+(reference | numba | numba_cuda | cuda_c | auto; default auto = the fastest measured for the op and the
+array's device, see _AUTO_OVERRIDES), or the context manager
 
-    with tinyvision.kernels.use("numpy"):
+    with tinyvision.kernels.use("reference"):
         ...
 
 An op asks `implementation(op_name, device)`, which returns the chosen implementation's name if it
-provides that op for that device, or "numpy" otherwise (a missing kernel is never an error). An
+provides that op for that device, or "reference" otherwise (a missing kernel is never an error). An
 implementation only serves arrays of its own device (a CPU kernel never sees a CuPy array), and a
 kernel that handles only some inputs (cuda_c: float32, head dims 16/32/64/128) says so with
 `accepts(*arrays)`; the op passes its arrays and falls back when the answer is no.
@@ -30,8 +46,9 @@ import os
 
 __all__ = ["CHOICES", "KernelDeclined", "active", "implementation", "kernel", "register", "use", "why_unavailable"]
 
-CHOICES = ("auto", "numpy", "numba", "numba_cuda", "cuda_c")
-_PREFERENCE = {"cpu": ("numba", "numpy"), "cuda": ("cuda_c", "numpy")}
+CHOICES = ("auto", "reference", "numba", "numba_cuda", "cuda_c")
+_ALIASES = {"numpy": "reference"}    # the old name: "reference" also means CuPy code on a GPU
+_PREFERENCE = {"cpu": ("numba", "reference"), "cuda": ("cuda_c", "reference")}
 _DEVICE = {"numba": "cpu", "numba_cuda": "cuda", "cuda_c": "cuda"}    # whose arrays each one takes
 # "auto" means the fastest measured (python -m tinyvision.bench), per op. On the CPU the tiled Numba
 # attention needs ~10x less memory but 2.5-3x the time of the dense NumPy composite, whose matmuls run
@@ -39,7 +56,7 @@ _DEVICE = {"numba": "cpu", "numba_cuda": "cuda", "cuda_c": "cuda"}    # whose ar
 # On the GPU nothing has been timed yet (no GPU was available): auto takes the CUDA C attention where
 # it applies and otherwise the CuPy code (cuBLAS matmuls, CuPy's elementwise kernels), which is known
 # to work; the numba.cuda kernels, checked only in the simulator so far, run when chosen explicitly.
-_AUTO_OVERRIDES = {("attention", "cpu"): ("numpy",)}
+_AUTO_OVERRIDES = {("attention", "cpu"): ("reference",)}
 
 _REGISTRY: dict = {}      # (op name, implementation) -> object with the kernel's functions
 _choice = None            # set by use(); None means "read TINYVISION_KERNELS"
@@ -57,6 +74,7 @@ def register(op: str, impl: str, kernel) -> None:
 
 
 def _check(choice: str) -> str:
+    choice = _ALIASES.get(choice, choice)
     if choice not in CHOICES:
         raise ValueError(f"kernels: choose one of {CHOICES}, got {choice!r} (TINYVISION_KERNELS or kernels.use)")
     return choice
@@ -78,16 +96,16 @@ def use(choice: str):
         _choice = previous
 
 
-_MODULES = {"numba": ("tinyvision.kernels.numba_cpu", "tinyvision.kernels.adamw_numba",
+_MODULES = {"numba": ("tinyvision.kernels.rows_numba", "tinyvision.kernels.adamw_numba",
                       "tinyvision.kernels.attention_numba"),
-            "numba_cuda": ("tinyvision.kernels.numba_cuda",),
-            "cuda_c": ("tinyvision.kernels.cuda_c",)}
+            "numba_cuda": ("tinyvision.kernels.attention_numba_cuda", "tinyvision.kernels.rows_numba_cuda"),
+            "cuda_c": ("tinyvision.kernels.attention_cuda_c",)}
 _load_errors: dict = {}
 
 
 def _load(impl: str) -> bool:
     """Import an implementation's module once (it registers its kernels); False if it cannot load."""
-    if impl == "numpy":
+    if impl == "reference":
         return True
     if impl in _load_errors:
         return _load_errors[impl] is None
@@ -115,9 +133,9 @@ def implementation(op: str, device: str, arrays=()) -> str:
     if choice == "auto":
         candidates = _AUTO_OVERRIDES.get((op, device), _PREFERENCE[device])
     else:
-        candidates = (choice, "numpy")
+        candidates = (choice, "reference")
     for impl in candidates:
-        if impl == "numpy":
+        if impl == "reference":
             return impl
         if _DEVICE[impl] != device or not _load(impl) or (op, impl) not in _REGISTRY:
             continue
@@ -125,14 +143,14 @@ def implementation(op: str, device: str, arrays=()) -> str:
         if arrays and accepts is not None and not accepts(*arrays):
             continue
         return impl
-    return "numpy"
+    return "reference"
 
 
 def kernel(op: str, impl: str):
     """The registered kernel object for (op, impl); a clear error, with the reason, if there is none."""
     if (op, impl) not in _REGISTRY:
         why = (why_unavailable(impl) if impl in _MODULES else "it is the plain code in tinyvision/ops, not a kernel"
-               if impl == "numpy" else f"unknown implementation (choose from {CHOICES})")
+               if impl == "reference" else f"unknown implementation (choose from {CHOICES})")
         raise RuntimeError(f"kernels: no {impl!r} kernel for {op!r} here" + (f": {why}" if why else ""))
     return _REGISTRY[(op, impl)]
 

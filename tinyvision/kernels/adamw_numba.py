@@ -5,7 +5,7 @@ decay of Loshchilov & Hutter 2019); tests/test_kernels_cpu.py checks this kernel
 bit. What changes: NumPy's update makes one pass and one temporary per line (~10 passes over 4
 arrays); this loop reads each value once and keeps the intermediates in registers. The kernel
 choices shared with the other Numba kernels (cache=True, fastmath off, error_model="numpy") are
-explained in numba_cpu.py.
+explained in rows_numba.py.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from numba import njit, prange
 
 from . import register
 from ._threads import kernel_threads
-from .numba_cpu import _FLOATS, _float_array, _same_shape
+from .rows_numba import _FLOATS, _float_array, _same_shape
 
 __all__ = ["adamw_update"]
 

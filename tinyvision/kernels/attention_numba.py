@@ -1,6 +1,6 @@
-"""FlashAttention on the CPU with Numba: flash_reference.py's tiled algorithm as compiled loops.
+"""FlashAttention on the CPU with Numba: attention_tiled.py's tiled algorithm as compiled loops.
 
-The math, the masks and the fully-masked-row guard are those of flash_reference.py (Dao et al. 2022,
+The math, the masks and the fully-masked-row guard are those of attention_tiled.py (Dao et al. 2022,
 Alg. 1; Dao 2023, Alg. 1-2); read that file first. What changes here, and why:
 
 - Loops instead of NumPy tile expressions, on small scratch tiles in the input's dtype: the score
@@ -23,7 +23,7 @@ Alg. 1; Dao 2023, Alg. 1-2); read that file first. What changes here, and why:
   compiled here with njit(inline="always") from their single plain-Python definition.
 - fastmath={"reassoc", "contract"} lets LLVM vectorise sums and fuse multiply-adds, but not
   "ninf"/"nnan": masking is -inf, and fastmath=True would let LLVM assume there are no infinities.
-  (numba_cpu.py keeps fastmath off for bit-for-bit equality; here results agree with the reference
+  (rows_numba.py keeps fastmath off for bit-for-bit equality; here results agree with the reference
   to rounding, ~1e-7 relative in float32.)
 
 Speed, honestly. Measured on a 2-core CPU (AMD EPYC, AVX-512), float32, BH=12, d=64, after warm-up,
@@ -44,7 +44,7 @@ API (registered as the "attention" kernel of implementation "numba"):
 q (BH, Nq, d), k (BH, Nk, d), v (BH, Nk, dv), keep bool (Nq, Nk) or (BH, Nq, Nk) or None; float32
 stays float32, anything else runs in float64; block is an int (Bq = Bk) or a pair (Bq, Bk), None = 64.
 Compiled on first use, once per dtype, and cached beside this file (cache=True). Numba's cache
-checks only this file's timestamp: after editing the helpers in flash_reference.py, delete
+checks only this file's timestamp: after editing the helpers in attention_tiled.py, delete
 tinyvision/kernels/__pycache__/attention_numba.* (or touch this file) to recompile.
 """
 from __future__ import annotations
@@ -55,15 +55,15 @@ import numpy as np
 from numba import njit, prange
 
 from . import register
-from .flash_reference import check_attention_shapes, is_visible, key_end, query_start, softmax_scale
-from .numba_cpu import read_only
+from .attention_tiled import check_attention_shapes, is_visible, key_end, query_start, softmax_scale
+from .rows_numba import read_only
 
 __all__ = ["forward", "backward", "DEFAULT_BLOCK"]
 
 DEFAULT_BLOCK = 64
 _FASTMATH = {"reassoc", "contract"}   # SIMD reductions; no "ninf": -inf is how masking works
 
-# the single-source index helpers of flash_reference.py, compiled for the CPU
+# the single-source index helpers of attention_tiled.py, compiled for the CPU
 _is_visible = njit(inline="always")(is_visible)
 _key_end = njit(inline="always")(key_end)
 _query_start = njit(inline="always")(query_start)

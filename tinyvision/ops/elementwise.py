@@ -169,13 +169,8 @@ def gelu(x, approximate: str = "none") -> Tensor:
     xp, v = xp_of(x.data), x.data
     if approximate not in ("none", "tanh"):
         raise ValueError(f'gelu: approximate must be "none" or "tanh", got {approximate!r}')
-    fast = fast_kernel("gelu", x) if x.size else None
-    if fast is not None:  # one compiled pass, no temporaries (tinyvision/kernels)
-        # (ascontiguousarray makes a 0-d array 1-d: the reshapes give the tensor its own shape back)
-        v = xp.ascontiguousarray(v)
-        return Tensor.from_op(fast.forward(v, None, approximate).reshape(x.shape), (x,),
-                              lambda g: (fast.backward(xp.ascontiguousarray(g).reshape(v.shape), v, None,
-                                                       approximate)[0].reshape(x.shape),), "gelu")
+    if (fast := fast_kernel("gelu", x) if x.size else None) is not None:
+        return _gelu_kernel(fast, x, approximate)   # one compiled pass, no temporaries (tinyvision/kernels)
     if approximate == "none":
         cdf = 0.5 * (1 + erf(v * v.dtype.type(1 / math.sqrt(2))))
         y = v * cdf
@@ -193,6 +188,15 @@ def gelu(x, approximate: str = "none") -> Tensor:
     else:
         raise ValueError(f'gelu: approximate must be "none" or "tanh", got {approximate!r}')
     return Tensor.from_op(y.astype(v.dtype, copy=False), (x,), backward, "gelu")
+
+
+def _gelu_kernel(fast, x, approximate) -> Tensor:
+    """gelu by a kernel. (ascontiguousarray makes a 0-d array 1-d: the reshapes give the shape back.)"""
+    xp = xp_of(x.data)
+    v = xp.ascontiguousarray(x.data)
+    return Tensor.from_op(fast.forward(v, None, approximate).reshape(x.shape), (x,),
+                          lambda g: (fast.backward(xp.ascontiguousarray(g).reshape(v.shape), v, None,
+                                                   approximate)[0].reshape(x.shape),), "gelu")
 
 
 def clip(x, low=None, high=None) -> Tensor:

@@ -45,19 +45,11 @@ def layer_norm(x, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
     xp = xp_of(x.data)
     # eps > 0 keeps 1/sqrt(var + eps) finite; a NaN or inf eps would make every output NaN or 0
     eps = check_number("layer_norm", "eps", eps, low=0.0, low_open=True)
-    fast = fast_kernel("layer_norm", x) if x.size else None
-    if fast is not None:  # fused compiled kernel: one pass for statistics, one for the output
-        rows = xp.ascontiguousarray(x.data).reshape(-1, d)
-        w, b_ = (None if p is None else p.data for p in (weight, bias))
-        try:
-            y_rows, mean, rstd = fast.forward(rows, w, b_, eps)
-        except KernelDeclined:     # rows whose deviations overflow the dtype: the reference below rescales them
-            pass
-        else:
-            def fast_backward(g):
-                dx, dw, db = fast.backward(xp.ascontiguousarray(g).reshape(-1, d), rows, mean, rstd, w)
-                return (dx.reshape(x.shape),) + ((dw,) if weight is not None else ()) + ((db,) if bias is not None else ())
-            return Tensor.from_op(y_rows.reshape(x.shape), tuple(tensors), fast_backward, "layer_norm")
+    # a fused kernel (one pass for the statistics, one for the output) when the switch picks one and it
+    # does not decline (rows whose deviations overflow the dtype: the reference below rescales them)
+    if (fast := fast_kernel("layer_norm", x) if x.size else None) is not None and \
+            (y := _layer_norm_kernel(fast, tensors, x, weight, bias, eps)) is not None:
+        return y
     if x.size == 0:   # no rows, or D = 0: the empty result, and empty gradients
         return Tensor.from_op(xp.zeros(x.shape, x.dtype), tuple(tensors),
                               lambda g: tuple(xp.zeros(t.shape, t.dtype) for t in tensors), "layer_norm")
@@ -82,6 +74,22 @@ def layer_norm(x, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
             grads.append(g.sum(axis=lead).astype(x.dtype, copy=False))
         return tuple(grads)
     return Tensor.from_op(y.astype(x.dtype, copy=False), tuple(tensors), backward, "layer_norm")
+
+
+def _layer_norm_kernel(fast, tensors, x, weight, bias, eps):
+    """layer_norm by a kernel, or None when the kernel declines the input (kernels.KernelDeclined)."""
+    xp, d = xp_of(x.data), x.shape[-1]
+    rows = xp.ascontiguousarray(x.data).reshape(-1, d)
+    w, b = (None if p is None else p.data for p in (weight, bias))
+    try:
+        y_rows, mean, rstd = fast.forward(rows, w, b, eps)
+    except KernelDeclined:
+        return None
+
+    def backward(g):
+        dx, dw, db = fast.backward(xp.ascontiguousarray(g).reshape(-1, d), rows, mean, rstd, w)
+        return (dx.reshape(x.shape),) + ((dw,) if weight is not None else ()) + ((db,) if bias is not None else ())
+    return Tensor.from_op(y_rows.reshape(x.shape), tuple(tensors), backward, "layer_norm")
 
 
 def normalize_rows(v, eps):

@@ -177,17 +177,21 @@ def softmax(x, axis: int = -1) -> Tensor:
     """
     (x,) = tensors_for("softmax", x)
     axis = normalize_axis("softmax", axis, x.ndim)
-    fast = fast_kernel("softmax", x) if axis == x.ndim - 1 and x.size else None
-    if fast is not None:  # the same math in one compiled pass per row (tinyvision/kernels)
-        rows = xp_of(x.data).ascontiguousarray(x.data).reshape(-1, x.shape[-1])
-        y = fast.forward(rows)
-        return Tensor.from_op(y.reshape(x.shape), (x,),
-                              lambda g: (fast.backward(y, g.reshape(y.shape)).reshape(x.shape),), "softmax")
+    if (fast := fast_kernel("softmax", x) if axis == x.ndim - 1 and x.size else None) is not None:
+        return _softmax_kernel(fast, x)    # the same math in one compiled pass per row (tinyvision/kernels)
     y = softmax_array(x.data, axis)
 
     def backward(g):
         return (y * (g - (g * y).sum(axis=axis, keepdims=True)),)
     return Tensor.from_op(y, (x,), backward, "softmax")
+
+
+def _softmax_kernel(fast, x) -> Tensor:
+    """softmax over the last axis by a kernel: its rows in, its rows out."""
+    rows = xp_of(x.data).ascontiguousarray(x.data).reshape(-1, x.shape[-1])
+    y = fast.forward(rows)
+    return Tensor.from_op(y.reshape(x.shape), (x,),
+                          lambda g: (fast.backward(y, g.reshape(y.shape)).reshape(x.shape),), "softmax")
 
 
 def log_softmax(x, axis: int = -1) -> Tensor:

@@ -185,7 +185,7 @@ def _fused_adam(p, grad, state):
     if not all(a.flags.c_contiguous and a.dtype == p.data.dtype for a in arrays):
         return None
     impl = kernels.implementation("adamw", p.device, arrays)   # honours a kernel's own `accepts`, if it has one
-    return None if impl == "numpy" else kernels.kernel("adamw", impl)
+    return None if impl == "reference" else kernels.kernel("adamw", impl)
 
 
 class AdamW(Adam):

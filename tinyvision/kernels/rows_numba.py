@@ -8,11 +8,11 @@ and tests/test_kernels_cpu.py checks that they agree. What changes is how:
     one pass over memory per ufunc call,      one loop that reads each input once and writes
     a temporary array per intermediate        each output once; intermediates stay in registers
     SIMD exp/erf inside each ufunc            loops that LLVM turns into SIMD code, so exp is
-                                              written out (numba_math.py)
+                                              written out (math_numba.py)
     one core                                  rows (or chunks of rows) spread over the cores
 
 Kernels and their measured speed-up over the NumPy op (forward + backward, float32, ViT-tiny at
-batch 128; the op run through autograd under kernels.use("numpy") vs the kernel called directly;
+batch 128; the op run through autograd under kernels.use("reference") vs the kernel called directly;
 interleaved medians of 25; 2-core AMD EPYC VM, NumPy 2.4, Numba 0.68 without SVML):
                                                       2 threads   1 thread
     softmax     (8320, 192), rows in parallel          3.4x        2.0x
@@ -30,7 +30,7 @@ Choices shared by every kernel:
 - fastmath=False (Numba's default): LLVM may not reorder arithmetic, fuse a*b + c into one
   rounding (FMA), or assume there are no NaN or inf. That keeps each result within rounding of
   the NumPy reference, lets NaN/inf propagate as in NumPy, and keeps AdamW bit-for-bit equal to
-  the reference. One exception, the row reductions (_sum, _dot, ...) in numba_math.py.
+  the reference. One exception, the row reductions (_sum, _dot, ...) in math_numba.py.
 - error_model="numpy": a division by zero gives inf/nan as in NumPy instead of raising, which
   also removes a zero-check branch from the loops.
 - The wrappers (the public functions) check shapes, make inputs C-contiguous and allocate the
@@ -53,7 +53,7 @@ from numba import njit, prange
 
 from . import KernelDeclined, register
 from ._threads import kernel_threads, limit_blas_threads
-from .numba_math import _centred_dot, _centred_sum_sq, _dot, _exp, _gaussian, _has_nan_or_inf, _sum
+from .math_numba import _centred_dot, _centred_sum_sq, _dot, _exp, _gaussian, _has_nan_or_inf, _sum
 
 __all__ = ["softmax_forward", "softmax_backward", "layer_norm_forward", "layer_norm_backward",
            "gelu_forward", "gelu_backward", "limit_blas_threads"]

@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from . import register
-from .csrc_layout import HEAD_DIMS, MAX_GRID_Y, THREADS, TILE, shared_memory_bytes
-from .flash_reference import check_attention_shapes, softmax_scale
+from .attention_cuda_c_layout import HEAD_DIMS, MAX_GRID_Y, THREADS, TILE, shared_memory_bytes
+from .attention_tiled import check_attention_shapes, softmax_scale
 
 __all__ = ["accepts", "backward", "forward", "kernel_origin", "why_not"]
 

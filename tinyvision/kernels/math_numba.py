@@ -1,4 +1,4 @@
-"""Vectorisable math for the Numba CPU kernels (numba_cpu.py): exp, the Gaussian cdf / pdf, row sums.
+"""Vectorisable math for the Numba CPU kernels (rows_numba.py): exp, the Gaussian cdf / pdf, row sums.
 
 Kept apart from the kernels because it is a different idea: how to write a function so that LLVM
 can turn a loop over it into SIMD code. Every helper is @njit(inline="always") or a tiny @njit

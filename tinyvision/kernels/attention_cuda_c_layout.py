@@ -1,6 +1,6 @@
 """What Python must know of csrc/flash_attention.cu to launch it: tile, threads, head dims, shared memory.
 
-Kept apart from cuda_c.py (which needs CuPy and a GPU to import) so that the layout can be read and
+Kept apart from attention_cuda_c.py (which needs CuPy and a GPU to import) so that the layout can be read and
 tested anywhere: tests/test_flash_cuda_c.py runs the kernel source on a host emulation with exactly
 these shared-memory sizes, and AddressSanitizer stops any access past them.
 """

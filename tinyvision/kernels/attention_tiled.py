@@ -2,7 +2,7 @@
 
 Dao, Fu, Ermon, Rudra & Re 2022, "FlashAttention" (Alg. 1); Dao 2023, "FlashAttention-2" (Alg. 1
 forward, Alg. 2 backward). This file is the readable blocked algorithm and the oracle for the compiled
-kernels (attention_numba.py on the CPU, numba_cuda.py on the GPU). All of them equal the dense op
+kernels (attention_numba.py on the CPU, attention_numba_cuda.py on the GPU). All of them equal the dense op
 tinyvision.ops.scaled_dot_product_attention, which materialises S = tau Q K^T and P = softmax(S).
 
 Shapes: Q (BH, Nq, d), K (BH, Nk, d), V (BH, Nk, dv), O (BH, Nq, dv), L (BH, Nq); BH is batch x heads
@@ -48,7 +48,7 @@ accumulator and m, l: constant in N. See attention_memory_bytes.
 The three helpers is_visible, key_end and query_start hold all the index logic of the causal rule.
 They are plain Python on scalars (is_visible also works on NumPy arrays), written once and compiled
 by the kernels, minitorch-style: njit(inline="always") in attention_numba.py, cuda.jit(device=True)
-in numba_cuda.py. Each is self-contained (calls no other helper) so that it compiles for both.
+in attention_numba_cuda.py. Each is self-contained (calls no other helper) so that it compiles for both.
 """
 from __future__ import annotations
 
