@@ -46,7 +46,7 @@ CASES = [
     *[Case(n, getattr(F, n), {"x": _t((2, 3))}) for n in ("neg", "exp", "tanh", "sigmoid", "relu")],
     *[Case(n, getattr(F, n), {"x": _t((2, 3), lo=0.5, hi=2.0)}) for n in ("log", "sqrt")],
     Case("pow", F.pow, {"x": _t((2, 3), lo=0.5, hi=2.0), "exponent": ("float", 2.0)}),
-    Case("gelu", F.gelu, {"x": _t((2, 3)), "approximate": ("choice", "tanh")}),
+    Case("gelu", F.gelu, {"x": _t((2, 3)), "approximate": ("choice", "tanh"), "bias": _t((3,))}),
     Case("clip", F.clip, {"x": _t((2, 3)), "low": ("float", -0.5), "high": ("float", 0.5)}),
     Case("where", F.where, {"condition": ("mask", np.array([True, False, True])), "a": _t((2, 3)), "b": _t((2, 3))}),
     Case("masked_fill", F.masked_fill, {"x": _t((2, 3)), "mask": ("mask", np.array([True, False, True])),

@@ -86,11 +86,20 @@ def _draw_pow(data):
     return [data.draw(arrays(data.draw(shapes(0, 3)), domain))], {"exponent": exponent}
 
 
-@register("gelu", op=lambda x, approximate: F.gelu(x, approximate),
-          ref=lambda x, approximate: (0.5 * x * (1 + _erf(x / math.sqrt(2)))) if approximate == "none" else
-          0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3))))
+def _gelu_ref(x, *bias, approximate):
+    u = x + bias[0] if bias else x
+    if approximate == "none":
+        return 0.5 * u * (1 + _erf(u / math.sqrt(2)))
+    return 0.5 * u * (1 + np.tanh(math.sqrt(2 / math.pi) * (u + 0.044715 * u ** 3)))
+
+
+@register("gelu", op=lambda x, *bias, approximate: F.gelu(x, approximate, *bias), ref=_gelu_ref)
 def _draw_gelu(data):
-    return [data.draw(arrays(data.draw(shapes(0, 3))))], {"approximate": data.draw(st.sampled_from(["none", "tanh"]))}
+    shape = data.draw(shapes(0, 3))
+    tensors = [data.draw(arrays(shape))]
+    if shape and data.draw(st.booleans()):       # the fused bias of a Linear layer, along the last axis
+        tensors.append(data.draw(arrays(shape[-1:])))
+    return tensors, {"approximate": data.draw(st.sampled_from(["none", "tanh"]))}
 
 
 @register("clip", op=lambda x, low, high: F.clip(x, low, high),

@@ -1,4 +1,4 @@
-"""The Numba CPU kernels (tinyvision/kernels/rows_numba.py) equal the NumPy reference ops.
+"""The Numba CPU kernels (tinyvision/kernels/rows_numba.py, gelu_numba.py, adamw_numba.py) equal the NumPy reference ops.
 
 Every kernel is compared, forward and backward, with the plain NumPy op run under
 kernels.use("reference") (the ops may themselves call the kernels under "auto"), on
@@ -29,7 +29,7 @@ numba = pytest.importorskip("numba", reason="the Numba CPU kernels need numba (p
 
 import tinyvision.ops as F  # noqa: E402 - after the skip
 from tinyvision import kernels, nn  # noqa: E402
-from tinyvision.kernels import adamw_numba, rows_numba, math_numba  # noqa: E402
+from tinyvision.kernels import adamw_numba, gelu_numba, math_numba, rows_numba  # noqa: E402
 from tinyvision.optim import Adam, AdamW  # noqa: E402
 from tinyvision.tensor import Tensor  # noqa: E402
 
@@ -213,8 +213,8 @@ def test_gelu_equals_reference_with_and_without_fused_bias(lead_shape, d, dtype,
         want_y, (want_dx, want_db) = reference(lambda x, b: F.gelu(x + b, approximate), [x, bias], g)
     else:
         want_y, (want_dx,) = reference(lambda x: F.gelu(x, approximate), [x], g)
-    assert_close(rows_numba.gelu_forward(x, bias, approximate), want_y, f"gelu({approximate}) forward")
-    dx, db = rows_numba.gelu_backward(g, x, bias, approximate)
+    assert_close(gelu_numba.gelu_forward(x, bias, approximate), want_y, f"gelu({approximate}) forward")
+    dx, db = gelu_numba.gelu_backward(g, x, bias, approximate)
     assert_close(dx, want_dx, f"gelu({approximate}) dx")
     if with_bias:
         assert_close(db, want_db, f"gelu({approximate}) dbias")

@@ -96,7 +96,7 @@ def use(choice: str):
         _choice = previous
 
 
-_MODULES = {"numba": ("tinyvision.kernels.rows_numba", "tinyvision.kernels.adamw_numba",
+_MODULES = {"numba": ("tinyvision.kernels.rows_numba", "tinyvision.kernels.gelu_numba", "tinyvision.kernels.adamw_numba",
                       "tinyvision.kernels.attention_numba"),
             "numba_cuda": ("tinyvision.kernels.attention_numba_cuda", "tinyvision.kernels.rows_numba_cuda"),
             "cuda_c": ("tinyvision.kernels.attention_cuda_c",)}

@@ -196,4 +196,10 @@ class MLP(Module):
         self.fc2 = Linear(hidden_features, out_features, seed=rng)
 
     def forward(self, x):
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        if isinstance(self.act, GELU):
+            # fc1's bias goes into the GELU op, which adds it on the fly (F.gelu's bias): the same
+            # numbers as act(fc1(x)) without storing x W + b before the activation
+            h = F.gelu(F.linear(x, self.fc1.weight), self.act.approximate, self.fc1.bias)
+        else:
+            h = self.act(self.fc1(x))
+        return self.drop(self.fc2(self.drop(h)))

@@ -156,7 +156,7 @@ def relu(x) -> Tensor:
 _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
 
 
-def gelu(x, approximate: str = "none") -> Tensor:
+def gelu(x, approximate: str = "none", bias=None) -> Tensor:
     """Gaussian error linear unit, GELU(x) = x Phi(x) (Hendrycks & Gimpel 2016).
 
     approximate="none" (exact, what timm's nn.GELU uses):
@@ -164,39 +164,53 @@ def gelu(x, approximate: str = "none") -> Tensor:
     approximate="tanh" (the GPT-2 / BERT form):
         y = x/2 (1 + tanh u),  u = sqrt(2/pi) (x + 0.044715 x^3)
         dy/dx = (1 + tanh u)/2 + x/2 (1 - tanh^2 u) sqrt(2/pi) (1 + 3*0.044715 x^2)
+    bias (D,), optional: GELU(x + bias), the bias added along the last axis, for the Linear layer
+    before the activation (MLP's fc1): a kernel adds it on the fly and never stores x + bias.
+        dL/dbias = sum of dL/d(x + bias) over every axis but the last
     """
-    (x,) = tensors_for("gelu", x)
-    xp, v = xp_of(x.data), x.data
+    tensors = tensors_for("gelu", x) if bias is None else tensors_for("gelu", x, bias)
+    x, b = tensors[0], (tensors[1] if bias is not None else None)
     if approximate not in ("none", "tanh"):
         raise ValueError(f'gelu: approximate must be "none" or "tanh", got {approximate!r}')
-    if (fast := fast_kernel("gelu", x) if x.size else None) is not None:
-        return _gelu_kernel(fast, x, approximate)   # one compiled pass, no temporaries (tinyvision/kernels)
+    if b is not None and (x.ndim == 0 or b.shape != x.shape[-1:]):
+        raise ValueError(f"gelu: bias has shape {b.shape}, expected ({x.shape[-1] if x.ndim else 'D'},) to add "
+                         f"along the last axis of x, which has shape {x.shape}")
+    if (fast := fast_kernel("gelu", *tensors) if x.size else None) is not None:
+        return _gelu_kernel(fast, x, b, approximate)   # one compiled pass, no temporaries (tinyvision/kernels)
+    xp = xp_of(x.data)
+    v = x.data if b is None else x.data + b.data
     if approximate == "none":
         cdf = 0.5 * (1 + erf(v * v.dtype.type(1 / math.sqrt(2))))
         y = v * cdf
 
-        def backward(g):
+        def dgelu(g):
             pdf = xp.exp(-0.5 * v * v) * v.dtype.type(1 / math.sqrt(2 * math.pi))
-            return (g * (cdf + v * pdf),)
-    elif approximate == "tanh":
+            return g * (cdf + v * pdf)
+    else:
         t = xp.tanh(_SQRT_2_OVER_PI * (v + 0.044715 * v * v * v))
         y = 0.5 * v * (1 + t)
 
-        def backward(g):
+        def dgelu(g):
             du = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * v * v)
-            return (g * (0.5 * (1 + t) + 0.5 * v * (1 - t * t) * du),)
-    else:
-        raise ValueError(f'gelu: approximate must be "none" or "tanh", got {approximate!r}')
-    return Tensor.from_op(y.astype(v.dtype, copy=False), (x,), backward, "gelu")
+            return g * (0.5 * (1 + t) + 0.5 * v * (1 - t * t) * du)
+
+    def backward(g):
+        du = dgelu(g).astype(x.dtype, copy=False)
+        return (du,) if b is None else (du, du.sum(axis=tuple(range(x.ndim - 1))).astype(b.dtype, copy=False))
+    return Tensor.from_op(y.astype(x.dtype, copy=False), tuple(tensors), backward, "gelu")
 
 
-def _gelu_kernel(fast, x, approximate) -> Tensor:
-    """gelu by a kernel. (ascontiguousarray makes a 0-d array 1-d: the reshapes give the shape back.)"""
+def _gelu_kernel(fast, x, b, approximate) -> Tensor:
+    """gelu(x + b) by a kernel. (ascontiguousarray makes a 0-d array 1-d: the reshapes give the shape back.)"""
     xp = xp_of(x.data)
     v = xp.ascontiguousarray(x.data)
-    return Tensor.from_op(fast.forward(v, None, approximate).reshape(x.shape), (x,),
-                          lambda g: (fast.backward(xp.ascontiguousarray(g).reshape(v.shape), v, None,
-                                                   approximate)[0].reshape(x.shape),), "gelu")
+    bias = None if b is None else b.data
+
+    def backward(g):
+        dx, dbias = fast.backward(xp.ascontiguousarray(g).reshape(v.shape), v, bias, approximate)
+        return (dx.reshape(x.shape),) + (() if b is None else (dbias,))
+    return Tensor.from_op(fast.forward(v, bias, approximate).reshape(x.shape), (x,) if b is None else (x, b),
+                          backward, "gelu")
 
 
 def clip(x, low=None, high=None) -> Tensor:
