@@ -110,3 +110,45 @@ def test_auto_on_the_gpu_with_every_gpu_kernel_loaded(monkeypatch):
             assert kernels.implementation(op, "cuda") == "numba_cuda", op   # chosen explicitly: it runs
     assert kernels.implementation("attention", "cuda") == "cuda_c"
     assert kernels.implementation("attention", "cpu") == "reference"
+
+
+# --- threads: the Numba row kernels and the BLAS take turns (kernels/_threads.py) --------------------
+@needs_numba
+def test_row_kernels_run_on_one_thread_while_the_blas_runs_several(monkeypatch):
+    import numba
+
+    from tinyvision.kernels import _threads
+    monkeypatch.delenv("TINYVISION_KERNEL_THREADS", raising=False)
+    monkeypatch.setattr(_threads, "blas_threads", lambda: 2)
+    assert _threads.kernel_thread_count() == 1
+    before = numba.get_num_threads()
+    with _threads.kernel_threads():
+        assert numba.get_num_threads() == 1
+    assert numba.get_num_threads() == before                  # restored for the user's own Numba code
+    monkeypatch.setattr(_threads, "blas_threads", lambda: 1)   # a BLAS on one thread leaves the cores free
+    assert _threads.kernel_thread_count() == numba.get_num_threads()
+
+
+@needs_numba
+def test_kernel_threads_environment_variable_overrides_and_is_checked(monkeypatch):
+    import numba
+
+    from tinyvision.kernels import _threads
+    monkeypatch.setattr(_threads, "blas_threads", lambda: 2)
+    monkeypatch.setenv("TINYVISION_KERNEL_THREADS", "2")
+    assert _threads.kernel_thread_count() == min(2, numba.config.NUMBA_NUM_THREADS)
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("TINYVISION_KERNEL_THREADS", bad)
+        with pytest.raises(ValueError, match=f"TINYVISION_KERNEL_THREADS must be a positive integer, got '{bad}'"):
+            _threads.kernel_thread_count()
+
+
+def test_blas_threads_is_what_threadpoolctl_reports():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import numpy as np  # noqa: F401 - loads the BLAS
+
+    from tinyvision.kernels import _threads
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        assert _threads.blas_threads() == 1
+    reported = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    assert _threads.blas_threads() == max(reported)

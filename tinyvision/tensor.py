@@ -207,10 +207,12 @@ class Tensor:
             if g is None:
                 continue
             if node._backward is None:  # a leaf: accumulate like PyTorch
-                # xp.array copies AND keeps a 0-d gradient an array: a NumPy scalar would make an
-                # in-place update such as p.grad *= s a silent no-op.
+                # The first gradient is copied (g may be shared with other nodes); a later one adds into a
+                # new array, which needs no second copy. asarray keeps a 0-d sum an array: a NumPy scalar
+                # would make an in-place update such as p.grad *= s a silent no-op.
                 # (the leaf's own library: a leaf on the CPU keeps a NumPy gradient whatever the loss's device)
-                node.grad = xp_of(node.data).array(g if node.grad is None else node.grad + g)
+                lib = xp_of(node.data)
+                node.grad = lib.array(g) if node.grad is None else lib.asarray(node.grad + g)
                 continue
             for parent, pg in zip(node._parents, node._backward(g)):
                 if pg is None or not parent.requires_grad:
