@@ -61,7 +61,9 @@ setup(
     packages=find_packages(include=["tinyvision", "tinyvision.*"]),
     package_data={"tinyvision.kernels": ["_bin/*"]},
     cmdclass={"build_py": build_py_with_kernel},
-    install_requires=["numpy>=1.24", "numba>=0.58"],
+    # threadpoolctl reads and sets the BLAS's thread count, which the default thread rule needs
+    # (tinyvision/kernels/_threads.py); it is imported lazily, and without it that rule is skipped
+    install_requires=["numpy>=1.24", "numba>=0.58", "threadpoolctl>=3.1"],
     extras_require=EXTRAS,
     license="MIT",
 )

@@ -10,7 +10,7 @@ exactly as NumPy does, by reshapes around the 2-D rule.
 from __future__ import annotations
 
 from ..tensor import Tensor
-from ._common import broadcast_shape, tensors_for, unbroadcast
+from ._common import blas_threads_for, broadcast_shape, tensors_for, unbroadcast
 from .shape import reshape
 
 __all__ = ["linear", "matmul"]
@@ -38,9 +38,14 @@ def matmul(a, b) -> Tensor:
     if b.ndim == 2 and a.ndim > 2:
         return _matmul_shared_weight(a, b)
 
+    per_call = a.shape[-2] * a.shape[-1] * b.shape[-1]     # multiply-adds of one product in the batch
+
     def backward(g):
-        return unbroadcast(g @ _swap_last(b.data), a.shape), unbroadcast(_swap_last(a.data) @ g, b.shape)
-    return Tensor.from_op(a.data @ b.data, (a, b), backward, "matmul")
+        with blas_threads_for(g, per_call):
+            return unbroadcast(g @ _swap_last(b.data), a.shape), unbroadcast(_swap_last(a.data) @ g, b.shape)
+    with blas_threads_for(a.data, per_call):
+        out = a.data @ b.data
+    return Tensor.from_op(out, (a, b), backward, "matmul")
 
 
 def _matmul_shared_weight(a, b):
@@ -54,10 +59,14 @@ def _matmul_shared_weight(a, b):
     k, m = b.shape
     rows = a.data.reshape(-1, k)
 
+    size = rows.shape[0] * k * m
+
     def backward(g):
         g_rows = g.reshape(-1, m)
-        return (g_rows @ b.data.T).reshape(a.shape), rows.T @ g_rows
-    out = (rows @ b.data).reshape(a.shape[:-1] + (m,))
+        with blas_threads_for(g, size):
+            return (g_rows @ b.data.T).reshape(a.shape), rows.T @ g_rows
+    with blas_threads_for(rows, size):
+        out = (rows @ b.data).reshape(a.shape[:-1] + (m,))
     return Tensor.from_op(out, (a, b), backward, "matmul")
 
 
@@ -82,12 +91,15 @@ def linear(x, weight, bias=None) -> Tensor:
             raise ValueError(f"linear: bias has shape {bias.shape}, expected ({m},) to match weight {weight.shape}")
         parents += (bias,)
     rows = x.data.reshape(-1, k)
-    out = rows @ weight.data
+    size = rows.shape[0] * k * m          # multiply-adds: small products run on one BLAS thread
+    with blas_threads_for(rows, size):
+        out = rows @ weight.data
     if bias is not None:
         out += bias.data         # in place, into the product's own output
 
     def backward(g):
         g_rows = g.reshape(-1, m)
-        grads = ((g_rows @ weight.data.T).reshape(x.shape), rows.T @ g_rows)
+        with blas_threads_for(g, size):
+            grads = ((g_rows @ weight.data.T).reshape(x.shape), rows.T @ g_rows)
         return grads + ((g_rows.sum(axis=0),) if bias is not None else ())
     return Tensor.from_op(out.reshape(x.shape[:-1] + (m,)), parents, backward, "linear")
