@@ -8,7 +8,7 @@ about 0.1 s) in case another GEMM follows. In a training step a GEMM is nearly a
 by an elementwise kernel, so a parallel kernel's threads wait for cores that spinning BLAS
 threads hold. On a 2-core machine that costs a scheduler time slice per kernel, whatever its size.
 
-Measured on this project's 2-core VM (python -m tinyvision.bench, and /tmp-free repro below):
+Measured on this project's 2-core VM, a loop of the four ops below on random float32 arrays:
 GEMM (R, D) @ (D, 4D), GELU, GEMM back, layer norm, median ms of 41 (Numba kernels parallel):
                                    R x D = 320 x 64    2176 x 64    2176 x 192    8320 x 192
     BLAS 2 threads                 16.0                16.0         26.4          59.5
@@ -17,7 +17,7 @@ GEMM (R, D) @ (D, 4D), GELU, GEMM back, layer norm, median ms of 41 (Numba kerne
 The last row is the rule below: the matmuls keep every core (a large product runs 1.6x faster
 on two threads than on one), and the kernels, which are 10-20% of a step, run on the calling
 thread, which no spinning BLAS thread competes with. A learner's small ViT script went from
-212 ms to ~19 ms per step, and the ViT-tiny step from 2.04 s to 1.49 s (python -m tinyvision.bench).
+212 ms to ~20 ms per step (python -m tinyvision.bench.step_script --model small; README, "Speed").
 
 The rule, `kernel_threads()`: around every Numba row kernel (softmax, layer norm, GELU, AdamW) the
 Numba pool is cut to one thread while the BLAS may run more than one; when the BLAS runs on a
