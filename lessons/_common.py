@@ -7,6 +7,8 @@
     compare("the CNN", 0.86, "the ViT", 0.72, margin=0.05)   # 'the CNN beat the ViT: 0.860 vs 0.720'
     trend([0.3, 0.5, 0.7], margin=0.05)                     # 'rises'
     accuracy_margin(200)                                    # 0.071: closer accuracies count as equal
+    for epoch in (bar := progress(range(epochs), "CLIP", unit="epoch")):   # a bar only on a terminal
+        bar.set_postfix(loss=f"{loss:.3f}")
 
 A lesson prints a conclusion only when its own numbers support it: it asks compare() or trend()
 for the sentence instead of writing one that was true of some earlier run.
@@ -16,9 +18,11 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 from pathlib import Path
 
-__all__ = ["accuracy_margin", "compare", "one_blas_thread", "parse_args", "pyplot", "save_figure", "trend"]
+__all__ = ["accuracy_margin", "compare", "one_blas_thread", "parse_args", "progress", "pyplot", "save_figure",
+           "ticking", "trend"]
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "out"
 
@@ -67,6 +71,74 @@ def save_figure(fig, out_dir, name: str) -> Path:
     pyplot().close(fig)
     print(f"saved {path}")
     return path
+
+
+def progress(iterable=None, desc: str = "", total: int | None = None, unit: str = "it", leave: bool = True):
+    """A tqdm progress bar over `iterable` (rate, count, and what set_postfix adds), drawn only when watched.
+
+        for epoch in (bar := progress(range(epochs), "CLIP", unit="epoch")):
+            ...
+            bar.set_postfix(loss=f"{loss:.3f}")
+            bar.write("a line of narrative")          # print() would break the bar in two
+
+    The bar goes to stderr, and only when stdout and stderr are both terminals. Piped or redirected
+    (CI, a log file, the tests), or without tqdm (it comes with the [dev] extra), progress() returns a
+    stand-in that iterates `iterable` and whose set_postfix, update and close do nothing (write prints):
+    the lesson's output is then exactly its narrative. tqdm is imported here, on first use, never by
+    `import tinyvision`, which needs NumPy alone. Without an iterable, call update() per item and
+    close() at the end, or use it in a `with` block. leave=False wipes the bar when it is done.
+    """
+    if sys.stdout.isatty() and sys.stderr.isatty():
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            pass
+        else:
+            return tqdm(iterable, desc=desc, total=total, unit=unit, leave=leave, dynamic_ncols=True)
+    return _NoBar(iterable)
+
+
+class _NoBar:
+    """progress() when nobody watches: the iterable itself, and the bar's methods as no-ops."""
+
+    def __init__(self, iterable):
+        self._iterable = iterable
+
+    def __iter__(self):
+        return iter(self._iterable)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def set_postfix(self, *args, **kwargs):
+        pass
+
+    def set_postfix_str(self, *args, **kwargs):
+        pass
+
+    def update(self, n=1):
+        pass
+
+    def close(self):
+        pass
+
+    def write(self, line: str):
+        print(line)
+
+
+def ticking(bar, augment=None):
+    """An `augment` for tinyvision.training.train_classifier that also advances `bar` by one step.
+
+    train_classifier calls augment(x_batch, rng) once per training batch, its one per-step hook; the
+    batch comes back as `augment` makes it (unchanged when augment is None), so training is the same.
+    """
+    def augment_and_tick(xb, rng):
+        bar.update()
+        return xb if augment is None else augment(xb, rng)
+    return augment_and_tick
 
 
 def one_blas_thread() -> bool:

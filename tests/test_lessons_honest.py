@@ -1,17 +1,20 @@
-"""Lessons print only the conclusions their own numbers support.
+"""Lessons print only the conclusions their own numbers support, and nothing else when piped.
 
 The sentences come from lessons/_common.py (compare, trend, accuracy_margin); these tests check that
 each one says what the numbers say, in both orders, and that no lesson hard-codes a measured count.
+The progress bars (progress, ticking) draw only on a terminal: piped output is the narrative alone.
 """
+import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 LESSONS = Path(__file__).resolve().parents[1] / "lessons"
 sys.path.insert(0, str(LESSONS))
 
-from _common import accuracy_margin, compare, trend  # noqa: E402
+from _common import accuracy_margin, compare, progress, ticking, trend  # noqa: E402
 
 
 def test_compare_names_the_higher_number_first_in_either_order():
@@ -58,3 +61,41 @@ def test_no_lesson_writes_the_full_training_set_size_as_a_literal():
     for path in sorted(LESSONS.glob("[0-9][0-9]_*.py")):
         text = path.read_text()
         assert "1,438" not in text and "1438" not in text, path.name
+
+
+def test_progress_draws_nothing_when_output_is_not_a_terminal(capsys):
+    # under pytest stdout and stderr are captured, as in CI: no bar, the items pass through unchanged
+    bar = progress(range(3), "steps", total=3)
+    seen = []
+    for i in bar:
+        seen.append(i)
+        bar.set_postfix(loss=f"{0.5:.3f}")
+        bar.set_postfix_str("loss 0.5")
+    bar.write("narrative")
+    with progress(desc="manual", total=2) as manual:
+        manual.update()
+        manual.update()
+    out, err = capsys.readouterr()
+    assert seen == [0, 1, 2]
+    assert out == "narrative\n" and err == ""
+
+
+def test_ticking_counts_each_batch_and_returns_what_augment_returns():
+    class Counter:
+        n = 0
+
+        def update(self, n=1):
+            self.n += n
+
+    bar, xb, rng = Counter(), np.arange(6.0).reshape(2, 3), np.random.default_rng(0)
+    assert ticking(bar)(xb, rng) is xb
+    assert np.array_equal(ticking(bar, lambda b, r: b + 1)(xb, rng), xb + 1)
+    assert bar.n == 2
+
+
+def test_import_tinyvision_does_not_import_tqdm():
+    """tqdm is for the lessons' progress bars only; the package needs NumPy alone."""
+    code = "import sys, tinyvision, tinyvision.training; print('tqdm' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
