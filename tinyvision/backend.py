@@ -108,8 +108,10 @@ def _require_cupy():
 
 # --- Reading and changing the device of an array ---------------------------------------------
 def _is_cupy_array(array) -> bool:
-    # Checked by the class's module name so that CuPy is never imported just to ask.
-    return type(array).__module__.startswith("cupy")
+    # Checked by the class's module name so that CuPy is never imported just to ask. The first test
+    # answers the common case, a NumPy array, without the string compare (ops ask ~1000 times a step).
+    kind = type(array)
+    return kind is not np.ndarray and kind.__module__.startswith("cupy")
 
 
 def xp_of(array):

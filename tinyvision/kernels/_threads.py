@@ -119,8 +119,13 @@ def kernel_thread_count() -> int:
 
 @contextlib.contextmanager
 def kernel_threads():
-    """Run the block's Numba kernels on kernel_thread_count() threads; Numba's setting is restored after."""
-    import numba  # noqa: PLC0415
+    """Run the block's Numba kernels on kernel_thread_count() threads; Numba's setting is restored after.
+    Nested blocks find the count already set and change nothing. Without Numba, a no-op."""
+    try:
+        import numba  # noqa: PLC0415
+    except ImportError:
+        yield
+        return
 
     saved, wanted = numba.get_num_threads(), kernel_thread_count()
     if wanted == saved:

@@ -63,7 +63,9 @@ def _gelu_backward(g, x, bias, has_bias, tanh_form, dx, dbias_parts):
     Optimizations:
         - recomputes u and the activation from x instead of keeping Phi or t from the forward
           (one array less held between forward and backward; the exp is cheap here)
-        - dx and dbias from one loop; each chunk owns a row of dbias_parts (no race)
+        - dbias is summed row by row right after the row's dx is written, while the row is still in
+          cache; each chunk owns a row of dbias_parts (no race). The sum is a loop of its own: added
+          inside the dx loop, it kept that loop from vectorising (22 ms instead of 11 ms on (8320, 768))
     """
     n_rows, d = x.shape
     n_chunks = dbias_parts.shape[0]
@@ -85,8 +87,9 @@ def _gelu_backward(g, x, bias, has_bias, tanh_form, dx, dbias_parts):
                     cdf, pdf = _gaussian(u)
                     grad = g[r, j] * (cdf + u * pdf)
                 dx[r, j] = grad
-                if has_bias:                           # loop-invariant: LLVM compiles two loops
-                    dbias_parts[c, j] += grad
+            if has_bias:
+                for j in range(d):
+                    dbias_parts[c, j] += dx[r, j]
 
 
 def _gelu_inputs(op, x, bias, approximate):
