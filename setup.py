@@ -43,7 +43,14 @@ EXTRAS = {
         "matplotlib>=3.7",
         "tqdm>=4.60",
         "scikit-learn>=1.3",
+        # the notebook tools below, so that the test suite can open a lesson as a notebook and run it
+        "jupytext>=1.16",
+        "ipykernel>=6",
+        "nbclient>=0.10",
     ],
+    # Lessons as notebooks: jupytext opens lessons/*.py (their `# %%` cells) in Jupyter, ipykernel runs
+    # them; `dev` includes these too. Open one with: jupytext --to notebook lessons/03_vit.py
+    "notebook": ["jupytext>=1.16", "ipykernel>=6", "nbclient>=0.10"],
     # CuPy for the machine's CUDA: "gpu" for CUDA 12 drivers, "gpu-cuda13" for CUDA 13. Both wheels
     # install the same `cupy` module, which is all the GPU backend imports (only when asked for
     # "cuda"); with a CuPy already installed, neither extra is needed.

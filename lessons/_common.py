@@ -16,8 +16,10 @@ for the sentence instead of writing one that was true of some earlier run.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -39,7 +41,15 @@ def parse_args(doc: str | None, argv=None, cpu_only: str | None = None) -> argpa
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"folder for figures (default {DEFAULT_OUT})")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
                         help="cpu or cuda (default: TINYVISION_DEVICE, else cpu); cuda needs the [gpu] extra")
+    if argv is None and _in_jupyter_kernel():
+        # A notebook's kernel was started with its own flags (-f kernel.json), not the lesson's: take
+        # the lesson's from TINYVISION_LESSON_ARGS instead (empty: the defaults, the full lesson).
+        argv = shlex.split(os.environ.get("TINYVISION_LESSON_ARGS", ""))
+        print(f"in a Jupyter kernel: lesson arguments {argv} (from TINYVISION_LESSON_ARGS)")
     args = parser.parse_args(argv)
+    if importlib.util.find_spec("matplotlib") is None:   # before any training, not after it
+        parser.error('matplotlib is not installed; the lessons draw their figures with it: '
+                     'pip install -e ".[dev]"')
     if cpu_only and (args.device or os.environ.get("TINYVISION_DEVICE", "cpu")) != "cpu":
         print(f"--device {args.device or os.environ['TINYVISION_DEVICE']} ignored: {cpu_only}")
         args.device = "cpu"
@@ -52,6 +62,12 @@ def parse_args(doc: str | None, argv=None, cpu_only: str | None = None) -> argpa
         parser.error(f"--device cuda: {cuda_unavailable_reason()}")
     print(f"device: {args.device}")
     return args
+
+
+def _in_jupyter_kernel() -> bool:
+    """True inside a Jupyter (IPython) kernel, where sys.argv holds the kernel's flags."""
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
 
 
 def pyplot():

@@ -97,3 +97,15 @@ def test_use_device_puts_new_tensors_and_models_there_and_keeps_op_outputs_in_pl
         assert cpu_copy.device == "cpu"                       # an explicit move is kept, not re-placed
     assert tv.Tensor([1.0]).device == "cpu"                   # the default is restored after the block
 
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_factories_follow_the_default_device_unless_told(device):
+    with tv.use_device(device):
+        made = [tv.zeros((2, 3)), tv.ones((2, 3)), tv.randn((2, 3), seed=0)]
+        assert [t.device for t in made] == [device] * 3
+        assert tv.zeros(2, device="cpu").device == "cpu"     # an explicit device wins
+    assert tv.zeros(2).device == "cpu"
+    host = tv.randn((4,), seed=1).data
+    with tv.use_device(device):                               # the same seed gives the same numbers anywhere
+        np.testing.assert_array_equal(tv.backend.to_device(tv.randn((4,), seed=1).data, "cpu"), host)

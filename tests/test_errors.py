@@ -155,3 +155,20 @@ def test_trunc_normal_with_hopeless_bounds_raises_instead_of_looping():
 def test_dropout_layer_needs_a_seed():
     with pytest.raises(TypeError, match=r"__init__\(\) missing 1 required keyword-only argument: 'seed'"):
         nn.Dropout(0.5)
+
+
+def test_linear_checks_its_bias_against_x_and_never_narrows_it_silently():
+    x, w = tv.Tensor(np.ones((2, 3), np.float32)), tv.Tensor(np.ones((3, 4), np.float32))
+    with pytest.raises(TypeError, match="linear: argument 2 has dtype float64 but another argument has float32"):
+        F.linear(x, w, tv.Tensor(np.ones(4, np.float64)))
+    out = F.linear(x, w, np.arange(4.0))          # a plain array is a constant in x's dtype
+    assert out.dtype == np.float32 and np.array_equal(out.numpy(), np.full((2, 4), 3.0) + np.arange(4.0))
+
+
+def test_linear_with_no_input_features_gives_the_bias():
+    x, w, b = tv.Tensor(np.ones((2, 5, 0)), requires_grad=True), tv.Tensor(np.ones((0, 3)), requires_grad=True), \
+        tv.Tensor(np.arange(3.0), requires_grad=True)
+    out = F.linear(x, w, b)
+    assert out.shape == (2, 5, 3) and np.array_equal(out.numpy(), np.broadcast_to(np.arange(3.0), (2, 5, 3)))
+    out.sum().backward()
+    assert x.grad.shape == (2, 5, 0) and w.grad.shape == (0, 3) and np.array_equal(b.grad, np.full(3, 10.0))

@@ -119,14 +119,23 @@ def test_row_kernels_run_on_one_thread_while_the_blas_runs_several(monkeypatch):
 
     from tinyvision.kernels import _threads
     monkeypatch.delenv("TINYVISION_KERNEL_THREADS", raising=False)
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba has one thread here: nothing to cut")
     monkeypatch.setattr(_threads, "blas_threads", lambda: 2)
-    assert _threads.kernel_thread_count() == 1
-    before = numba.get_num_threads()
-    with _threads.kernel_threads():
-        assert numba.get_num_threads() == 1
-    assert numba.get_num_threads() == before                  # restored for the user's own Numba code
-    monkeypatch.setattr(_threads, "blas_threads", lambda: 1)   # a BLAS on one thread leaves the cores free
-    assert _threads.kernel_thread_count() == numba.get_num_threads()
+    saved = numba.get_num_threads()
+    numba.set_num_threads(2)
+    try:
+        assert _threads.kernel_thread_count() == 1
+        with _threads.kernel_threads():
+            assert numba.get_num_threads() == 1
+        assert numba.get_num_threads() == 2                   # restored for the user's own Numba code
+        with pytest.raises(KeyError), _threads.kernel_threads():
+            raise KeyError("a kernel failed")
+        assert numba.get_num_threads() == 2                   # ... also when the block raised
+        monkeypatch.setattr(_threads, "blas_threads", lambda: 1)   # a BLAS on one thread leaves the cores free
+        assert _threads.kernel_thread_count() == 2
+    finally:
+        numba.set_num_threads(saved)
 
 
 @needs_numba

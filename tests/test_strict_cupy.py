@@ -49,6 +49,22 @@ print("ok")
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
 
 
+def test_factories_follow_the_default_device(tmp_path):
+    """tv.zeros / ones / randn put their tensor on use_device's device unless given one (README's promise)."""
+    code = """
+import numpy as np, tinyvision as tv
+with tv.use_device("cuda"):
+    made = [tv.zeros((2, 3)), tv.ones(2), tv.randn(3, seed=0)]
+    assert [t.device for t in made] == ["cuda"] * 3, [t.device for t in made]
+    assert tv.zeros(2, device="cpu").device == "cpu"
+    np.testing.assert_array_equal(made[2].data.get(), tv.randn(3, seed=0, device="cpu").data)
+assert tv.zeros(2).device == "cpu"
+print("ok")
+"""
+    proc = run(code, "cuda", tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
 def test_gradients_cross_devices_and_each_leaf_keeps_its_own_library(tmp_path):
     """A CPU leaf used on the GPU gets a NumPy gradient, a GPU leaf used on the CPU a CuPy one."""
     code = """

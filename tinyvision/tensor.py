@@ -271,16 +271,22 @@ def as_tensor(x, like: Tensor | None = None) -> Tensor:
 
 
 # --- factories -------------------------------------------------------------------------------
-def zeros(shape, dtype=DEFAULT_DTYPE, requires_grad=False, device="cpu") -> Tensor:
+# The factories build on the host and hand the array to Tensor, which moves it to `device`; device=None
+# means the default device (use_device / TINYVISION_DEVICE), as for every Tensor made from host data.
+def zeros(shape, dtype=DEFAULT_DTYPE, requires_grad=False, device: str | None = None) -> Tensor:
+    """A tensor of zeros on `device` (None: the default device)."""
     return Tensor(np.zeros(shape, dtype=dtype), requires_grad=requires_grad, device=device)
 
 
-def ones(shape, dtype=DEFAULT_DTYPE, requires_grad=False, device="cpu") -> Tensor:
+def ones(shape, dtype=DEFAULT_DTYPE, requires_grad=False, device: str | None = None) -> Tensor:
+    """A tensor of ones on `device` (None: the default device)."""
     return Tensor(np.ones(shape, dtype=dtype), requires_grad=requires_grad, device=device)
 
 
-def randn(shape, seed: int | np.random.Generator, dtype=DEFAULT_DTYPE, requires_grad=False, device="cpu") -> Tensor:
-    """Standard-normal values from an explicit seed (or Generator): reproducible by construction."""
+def randn(shape, seed: int | np.random.Generator, dtype=DEFAULT_DTYPE, requires_grad=False,
+          device: str | None = None) -> Tensor:
+    """Standard-normal values from an explicit seed (or Generator): reproducible by construction. The
+    numbers are drawn on the host, so a seed gives the same values on every device."""
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     return Tensor(rng.standard_normal(shape).astype(dtype), requires_grad=requires_grad, device=device)
 

@@ -30,9 +30,10 @@ Other ways out, for a user's own code:
 1. OPENBLAS_THREAD_TIMEOUT=4 in the environment *before NumPy is first imported*: OpenBLAS reads
    it once, when it loads, clamps it to 4..30 and spins 2^value cycles.
 2. `with limit_blas_threads(1):` around a region whose GEMMs are small.
-threadpoolctl (installed with scikit-learn, so with the dev extra) is what reads and sets the BLAS's
-thread count; without it limit_blas_threads() changes nothing and warns, and kernel_threads()
-assumes the BLAS runs one thread per core.
+threadpoolctl (a core dependency, imported lazily) is what reads and sets the BLAS's thread count;
+were it missing, limit_blas_threads() would change nothing and warn, and kernel_threads() would
+assume the BLAS runs one thread per core. The rules read and set process-wide settings without a
+lock: threads of one program that set BLAS limits of their own may undo each other's.
 """
 from __future__ import annotations
 
@@ -68,28 +69,20 @@ def limit_blas_threads(limit: int = 1):
         yield
 
 
-_blas = None             # threadpoolctl's controllers of the loaded BLAS libraries, once found
-_no_threadpoolctl = False
+_blas = None             # threadpoolctl's controllers of the loaded BLAS libraries, once looked for
 
 
 def _blas_libraries():
-    global _blas, _no_threadpoolctl
-    if _blas or _no_threadpoolctl:
-        return _blas or ()
-    try:
-        _blas = tuple(lib for lib in _threadpool_controller().lib_controllers if lib.user_api == "blas")
-    except ImportError:
-        _no_threadpoolctl = True
-        return ()
-    if not _blas:
-        _controller_reset()
+    """The BLAS libraries threadpoolctl controls, looked for once (NumPy, imported by tinyvision
+    before any of this runs, has loaded its BLAS by then); () without threadpoolctl, or where it
+    sees no BLAS, and then every rule here is a no-op."""
+    global _blas
+    if _blas is None:
+        try:
+            _blas = tuple(lib for lib in _threadpool_controller().lib_controllers if lib.user_api == "blas")
+        except ImportError:
+            _blas = ()
     return _blas
-
-
-def _controller_reset():
-    """Forget the controller: built before NumPy loaded its BLAS, it found none; look again next time."""
-    global _controller
-    _controller = None
 
 
 def blas_threads() -> int:

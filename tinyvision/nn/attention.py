@@ -62,7 +62,7 @@ class MultiHeadAttention(Module):
     def _project(self, x, i: int):
         """x W + b with columns [iD, (i+1)D) of the packed qkv Linear: q (i = 0), k (1) or v (2).
 
-        Three products of width D give the same numbers as one of width 3D sliced afterwards, but
+        Three products of width D give the numbers of one of width 3D sliced afterwards (up to the BLAS's rounding), but
         nothing of width 3D is ever sliced: a slice's backward fills a zero gradient the size of
         what it was cut from, three times over (once per q, k, v) in every block. Slicing the
         (D, 3D) weight instead costs that only at the weight's size.

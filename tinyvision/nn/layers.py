@@ -196,7 +196,7 @@ class MLP(Module):
         self.fc2 = Linear(hidden_features, out_features, seed=rng)
 
     def forward(self, x):
-        if isinstance(self.act, GELU):
+        if isinstance(self.act, GELU) and type(self.fc1) is Linear:   # a replaced fc1 runs as it is
             # fc1's bias goes into the GELU op, which adds it on the fly (F.gelu's bias): the same
             # numbers as act(fc1(x)) without storing x W + b before the activation
             h = F.gelu(F.linear(x, self.fc1.weight), self.act.approximate, self.fc1.bias)

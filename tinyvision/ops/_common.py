@@ -142,11 +142,12 @@ class overflow_allowed(quiet_errors):
 
 
 __all__ = ["broadcast_shape", "check_finite_result",  "expand_reduced", "fast_kernel", "normalize_axes",
-           "normalize_axis", "overflow_allowed", "quiet_errors", "tensors_for", "unbroadcast"]
+           "normalize_axis", "overflow_allowed", "product_threads", "quiet_errors", "tensors_for", "unbroadcast"]
 
 
-def blas_threads_for(data, multiply_adds: int):
+def product_threads(data, multiply_adds: int):
     """Context for a matrix product of `multiply_adds` per BLAS call on `data`'s device: small CPU
-    products run on one BLAS thread (kernels/_threads.py explains why); a no-op for CuPy arrays."""
+    products run on one BLAS thread (kernels/_threads.py, blas_threads_for, explains why); a no-op
+    for CuPy arrays."""
     from ..kernels._threads import blas_threads_for as cpu_rule  # noqa: PLC0415 - kernels imports nothing from ops
     return cpu_rule(multiply_adds) if isinstance(data, np.ndarray) else contextlib.nullcontext()

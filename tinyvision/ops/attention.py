@@ -37,7 +37,7 @@ import numpy as np
 from ..backend import xp_of
 from ..checks import check_number
 from ..tensor import Tensor
-from ._common import blas_threads_for, broadcast_shape, fast_kernel, overflow_allowed, tensors_for, unbroadcast
+from ._common import broadcast_shape, fast_kernel, overflow_allowed, product_threads, tensors_for, unbroadcast
 from .reduce import softmax_array
 
 __all__ = ["scaled_dot_product_attention", "attention_mask"]
@@ -103,7 +103,7 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False, scale
         return _flash(fast, q, k, v, mask, causal, float(tau), batch)
 
     per_call = nq * nk * max(q.shape[-1], v.shape[-1])     # multiply-adds of one (batch, head)'s product
-    with overflow_allowed(xp), blas_threads_for(q.data, per_call):   # an overflow is looked for below
+    with overflow_allowed(xp), product_threads(q.data, per_call):   # an overflow is looked for below
         s = (q.data @ k.data.swapaxes(-1, -2)) * tau
     if not safe and not bool(xp.isfinite(s).all()):
         raise FloatingPointError(
@@ -114,11 +114,11 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False, scale
     if keep is not None:
         s = xp.where(keep, s, xp.asarray(-xp.inf, dtype=s.dtype))
     p = softmax_array(s, -1)  # an all -inf row gives zeros, so its output row is 0
-    with blas_threads_for(q.data, per_call):
+    with product_threads(q.data, per_call):
         o = p @ v.data
 
     def backward(g):
-        with blas_threads_for(g, per_call):
+        with product_threads(g, per_call):
             dv = p.swapaxes(-1, -2) @ g
             dp = g @ v.data.swapaxes(-1, -2)
             ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True))

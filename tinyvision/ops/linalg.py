@@ -9,8 +9,10 @@ exactly as NumPy does, by reshapes around the 2-D rule.
 """
 from __future__ import annotations
 
+import math
+
 from ..tensor import Tensor
-from ._common import blas_threads_for, broadcast_shape, tensors_for, unbroadcast
+from ._common import broadcast_shape, product_threads, tensors_for, unbroadcast
 from .shape import reshape
 
 __all__ = ["linear", "matmul"]
@@ -36,49 +38,31 @@ def matmul(a, b) -> Tensor:
                          f"{b.shape} (k={b.shape[-2]}); expected a (..., n, k) @ b (..., k, m)")
     broadcast_shape("matmul (batch axes)", a.shape[:-2], b.shape[:-2])
     if b.ndim == 2 and a.ndim > 2:
-        return _matmul_shared_weight(a, b)
+        return linear(a, b)      # one matrix shared by every row: a Linear layer's product (below)
 
     per_call = a.shape[-2] * a.shape[-1] * b.shape[-1]     # multiply-adds of one product in the batch
 
     def backward(g):
-        with blas_threads_for(g, per_call):
+        with product_threads(g, per_call):
             return unbroadcast(g @ _swap_last(b.data), a.shape), unbroadcast(_swap_last(a.data) @ g, b.shape)
-    with blas_threads_for(a.data, per_call):
+    with product_threads(a.data, per_call):
         out = a.data @ b.data
-    return Tensor.from_op(out, (a, b), backward, "matmul")
-
-
-def _matmul_shared_weight(a, b):
-    """(..., n, k) @ (k, m): one matrix shared by every row of every batch entry (a Linear layer).
-
-    Same math as above, arranged as single large products: fold the batch axes into rows,
-    A = a.reshape(R, k) with R = prod(...) * n. Then dL/db = A^T G is one (k x R)(R x m) product,
-    instead of a batch of (k x n)(n x m) products summed afterwards over the batch (which also
-    builds a (..., k, m) temporary). Same result, several times faster on a CPU.
-    """
-    k, m = b.shape
-    rows = a.data.reshape(-1, k)
-
-    size = rows.shape[0] * k * m
-
-    def backward(g):
-        g_rows = g.reshape(-1, m)
-        with blas_threads_for(g, size):
-            return (g_rows @ b.data.T).reshape(a.shape), rows.T @ g_rows
-    with blas_threads_for(rows, size):
-        out = (rows @ b.data).reshape(a.shape[:-1] + (m,))
     return Tensor.from_op(out, (a, b), backward, "matmul")
 
 
 def linear(x, weight, bias=None) -> Tensor:
     """y = x W + b, one op: x (..., k), W (k, m), b (m,) or None -> (..., m).
 
+    The rows of every batch entry share one W, so the batch axes are folded into rows first,
+    X = x.reshape(R, k) with R = prod(...): each product below is one large (R x k)(k x m) GEMM, and
+    dL/dW = X^T G is one product instead of a batch of (k x n)(n x m) products summed afterwards
+    (which would also build a (..., k, m) temporary). matmul(a, W) with a 2-D W comes here too.
     The same math as matmul(x, W) + b, with the bias added into the product's fresh output array
     in place: no second (..., m) array, and one node instead of two in the graph. Backward, with
     the rows of x and of G = dL/dy flattened to (R, k) and (R, m):
         dL/dx = G W^T,     dL/dW = X^T G,     dL/db = sum of G over the rows
     """
-    x, weight = tensors_for("linear", x, weight)
+    x, weight, *rest = tensors_for("linear", x, weight, *(() if bias is None else (bias,)))
     if weight.ndim != 2:
         raise ValueError(f"linear: weight must be (in_features, out_features), got shape {weight.shape}")
     k, m = weight.shape
@@ -86,20 +70,20 @@ def linear(x, weight, bias=None) -> Tensor:
         raise ValueError(f"linear: x has shape {x.shape}, expected (..., {k}) to match weight {weight.shape}")
     parents = (x, weight)
     if bias is not None:
-        (bias,) = tensors_for("linear", bias)
+        (bias,) = rest
         if bias.shape != (m,):
             raise ValueError(f"linear: bias has shape {bias.shape}, expected ({m},) to match weight {weight.shape}")
         parents += (bias,)
-    rows = x.data.reshape(-1, k)
+    rows = x.data.reshape(math.prod(x.shape[:-1]), k)    # (R, k); -1 would be ambiguous when k = 0
     size = rows.shape[0] * k * m          # multiply-adds: small products run on one BLAS thread
-    with blas_threads_for(rows, size):
+    with product_threads(rows, size):
         out = rows @ weight.data
     if bias is not None:
         out += bias.data         # in place, into the product's own output
 
     def backward(g):
         g_rows = g.reshape(-1, m)
-        with blas_threads_for(g, size):
+        with product_threads(g, size):
             grads = ((g_rows @ weight.data.T).reshape(x.shape), rows.T @ g_rows)
         return grads + ((g_rows.sum(axis=0),) if bias is not None else ())
     return Tensor.from_op(out.reshape(x.shape[:-1] + (m,)), parents, backward, "linear")

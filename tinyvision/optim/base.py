@@ -17,7 +17,6 @@ import numbers
 import numpy as np
 
 from ..backend import to_device
-from ..kernels._threads import kernel_threads
 from ..tensor import Tensor
 
 __all__ = ["Optimizer", "check_params"]
@@ -113,19 +112,16 @@ class Optimizer:
     def step(self) -> None:
         """One update of every parameter that has a gradient; the others are left untouched.
 
-        Works on the raw arrays p.data and p.grad, so no graph is recorded. The thread count for the
-        fused update kernels is set once around the loop (kernels/_threads.py), not once per parameter:
-        a ViT has dozens of small parameters, and each change of Numba's pool costs microseconds.
+        Works on the raw arrays p.data and p.grad, so no graph is recorded.
         """
-        with kernel_threads():
-            for group in self.param_groups:
-                for p in group["params"]:
-                    if p.grad is None:
-                        continue
-                    if p.grad.shape != p.data.shape:
-                        raise ValueError(f"{type(self).__name__}.step: a gradient of shape {tuple(p.grad.shape)} "
-                                         f"for a parameter of shape {p.shape}")
-                    self._update(p, p.grad, self.state.setdefault(id(p), {}), group)
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.shape != p.data.shape:
+                    raise ValueError(f"{type(self).__name__}.step: a gradient of shape {tuple(p.grad.shape)} "
+                                     f"for a parameter of shape {p.shape}")
+                self._update(p, p.grad, self.state.setdefault(id(p), {}), group)
 
     # --- saving and resuming ---------------------------------------------------------------
     def state_dict(self) -> dict:

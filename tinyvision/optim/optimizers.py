@@ -110,6 +110,17 @@ class Adam(Optimizer):
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
 
+    def step(self) -> None:
+        """Optimizer.step; where the fused CPU kernel is chosen, Numba's thread count is set once
+        around all the parameters (kernels/_threads.py) instead of once per parameter: a ViT has
+        dozens of small parameters, and each change of Numba's pool costs microseconds."""
+        from .. import kernels  # noqa: PLC0415 - kernels imports nothing from optim
+        if kernels.implementation("adamw", "cpu") == "reference":
+            return super().step()
+        from ..kernels._threads import kernel_threads  # noqa: PLC0415
+        with kernel_threads():
+            return super().step()
+
     def state_dtype(self, p):
         """float32 moments for float16 parameters (see the class docstring), else p's dtype."""
         return np.dtype(np.float32) if p.data.dtype == np.float16 else p.data.dtype
