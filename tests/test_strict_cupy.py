@@ -65,6 +65,19 @@ print("ok")
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
 
 
+def test_cuda_c_attention_declines_more_heads_than_its_grid_holds(tmp_path):
+    """batch x heads above the grid's y limit (65,535) is a reason to take another path, not an error."""
+    code = """
+import numpy as np
+from tinyvision.kernels import attention_cuda_c as K
+q = np.broadcast_to(np.zeros((1, 1, 4, 16), np.float32), (65536, 1, 4, 16))
+print(K.why_not(q, q, q))
+"""
+    proc = run(code, "cuda", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "batch x heads = 65536 exceeds the grid's y limit 65535 (one block row per head)"
+
+
 def test_gradients_cross_devices_and_each_leaf_keeps_its_own_library(tmp_path):
     """A CPU leaf used on the GPU gets a NumPy gradient, a GPU leaf used on the CPU a CuPy one."""
     code = """

@@ -44,7 +44,9 @@ __all__ = ["main", "bench_ops", "header"]
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (seconds)")
-    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per op (default 7, --quick 3)")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds of the whole-step rows "
+                        "(default 3, --quick 1); more rounds, steadier medians on a noisy machine")
     parser.add_argument("--gpu", action="store_true", help="also the GPU rows (gpu.py): attention kernels, "
                         "N = 65,536, the ViT step on cupy")
     parser.add_argument("--gpu-only", action="store_true", help="only the GPU rows")
@@ -65,8 +67,8 @@ def main(argv=None):
     from .steps import bench_learner_script, bench_vit_step  # noqa: PLC0415 - not at import: runpy runs step_script
     ops = bench_ops(args.quick, repeats)
     bench_memory(args.quick)
-    step = bench_vit_step(args.quick)
-    script = bench_learner_script(args.quick)
+    step = bench_vit_step(args.quick, args.rounds)
+    script = bench_learner_script(args.quick, args.rounds)
     att = [v for (op, _), v in ops.items() if op == "attention"]
     gelu = next(v for (op, _), v in ops.items() if op == "gelu")
     result = {

@@ -36,8 +36,8 @@ def run_configs(model: str, configs: list, rounds: int, steps: int, warmup: int)
     return {c: float(np.median(t)) for c, t in times.items()}
 
 
-def bench_vit_step(quick: bool) -> dict:
-    rounds, steps = (1, 2) if quick else (3, 3)
+def bench_vit_step(quick: bool, rounds: int | None = None) -> dict:
+    rounds, steps = (rounds or 1, 2) if quick else (rounds or 3, 3)
     print(f"\n== ViT-tiny training step (step_script.py --model tiny): image 32, patch 4 (65 tokens), D 192, depth 6, "
           f"3 heads, batch 128, SGD, float32; {rounds} round(s) of {steps} steps (median s)")
     configs = [("tinyvision", "reference", "default"), ("tinyvision", "auto", "default")]
@@ -55,8 +55,8 @@ def bench_vit_step(quick: bool) -> dict:
             "vit_step_fast_over_torch": round(fast / torch_ms, 3) if torch_ms else None}
 
 
-def bench_learner_script(quick: bool) -> dict:
-    rounds, steps = (1, 15) if quick else (3, 40)
+def bench_learner_script(quick: bool, rounds: int | None = None) -> dict:
+    rounds, steps = (rounds or 1, 15) if quick else (rounds or 3, 40)
     print(f"\n== a learner's own script (step_script.py --model small): ViT on 8x8 images, D 64, depth 4, batch 64, "
           f"AdamW; {rounds} round(s) of {steps} steps (median ms per step)")
     configs = [("tinyvision", "auto", s) for s in step_script.SETTINGS]

@@ -51,7 +51,7 @@ _ALIASES = {"numpy": "reference"}    # the old name: "reference" also means CuPy
 _PREFERENCE = {"cpu": ("numba", "reference"), "cuda": ("cuda_c", "reference")}
 _DEVICE = {"numba": "cpu", "numba_cuda": "cuda", "cuda_c": "cuda"}    # whose arrays each one takes
 # "auto" means the fastest measured (python -m tinyvision.bench), per op. On the CPU the tiled Numba
-# attention needs ~10x less memory but 2.5-3x the time of the dense NumPy composite, whose matmuls run
+# attention needs ~10x less memory but 2.2-2.9x the time of the dense NumPy composite (bench, N 256-1024), whose matmuls run
 # in BLAS; so auto keeps NumPy there, and the tiled kernel is one kernels.use("numba") away.
 # On the GPU nothing has been timed yet (no GPU was available): auto takes the CUDA C attention where
 # it applies and otherwise the CuPy code (cuBLAS matmuls, CuPy's elementwise kernels), which is known

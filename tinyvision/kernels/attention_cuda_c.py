@@ -116,6 +116,12 @@ def why_not(q, k, v) -> str | None:
     d, dv = q.shape[-1], v.shape[-1]
     if d != dv or d not in HEAD_DIMS:
         return f"the kernel is compiled for head dims {HEAD_DIMS} with d == dv, got d = {d}, dv = {dv}"
+    try:
+        bh = int(np.prod(np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])))
+    except ValueError:
+        return f"the batch axes of q {q.shape}, k {k.shape} and v {v.shape} do not broadcast"
+    if bh > MAX_GRID_Y:
+        return f"batch x heads = {bh} exceeds the grid's y limit {MAX_GRID_Y} (one block row per head)"
     need = max(shared_memory_bytes(kind, d) for kind in ("forward", "dk_dv", "dq"))
     if need > _shared_memory_limit():
         return (f"head dim {d} needs {need} bytes of shared memory per block; this GPU allows "
