@@ -88,6 +88,17 @@ CASES = [
                               "stride": ("int", 1), "padding": ("int", 1)}),
     *[Case(n, getattr(F, n), {"x": _t((1, 2, 4, 4)), "kernel_size": ("int", 2), "stride": ("int", 2)})
       for n in ("avg_pool2d", "max_pool2d")],
+    Case("conv_transpose2d", F.conv_transpose2d, {"x": _t((1, 2, 3, 3)), "weight": _t((2, 3, 3, 3)), "bias": _t((3,)),
+                                                  "stride": ("int", 2), "padding": ("int", 1),
+                                                  "output_padding": ("int", 1)}),
+    Case("upsample", F.upsample, {"x": _t((1, 2, 3, 3)), "scale_factor": ("int", 2), "mode": ("choice", "bilinear")}),
+    Case("group_norm", F.group_norm, {"x": _t((2, 4, 3, 3)), "num_groups": ("int", 2), "weight": _t((4,)),
+                                      "bias": _t((4,)), "eps": ("float", 1e-5)}),
+    Case("batch_norm", F.batch_norm, {"x": _t((2, 3, 2, 2)), "running_mean": _t((3,)),
+                                      "running_var": _t((3,), lo=0.5, hi=2.0), "weight": _t((3,)), "bias": _t((3,)),
+                                      "training": ("flag", True), "momentum": ("prob", 0.1), "eps": ("float", 1e-5)}),
+    Case("leaky_relu", F.leaky_relu, {"x": _t((2, 3)), "negative_slope": ("float", 0.2)}),
+    Case("silu", F.silu, {"x": _t((2, 3))}),
 ]
 
 # layers: constructor arguments are checked by tests/test_hyperparameters.py; here the forward's input
@@ -104,4 +115,11 @@ LAYER_CASES = [
     Case("AvgPool2d", lambda x: nn.AvgPool2d(2)(x), {"x": _t((1, 2, 4, 4))}, module=True),
     Case("Flatten", lambda x: nn.Flatten()(x), {"x": _t((2, 3, 4))}, module=True),
     Case("GELU", lambda x: nn.GELU()(x), {"x": _t((2, 3))}, module=True),
+    Case("ConvTranspose2d", lambda x: nn.ConvTranspose2d(2, 3, 4, stride=2, padding=1, seed=0)(x),
+         {"x": _t((1, 2, 3, 3))}, module=True),
+    Case("Upsample", lambda x: nn.Upsample(2, "bilinear")(x), {"x": _t((1, 2, 3, 3))}, module=True),
+    Case("BatchNorm2d", lambda x: nn.BatchNorm2d(2)(x), {"x": _t((2, 2, 3, 3))}, module=True),
+    Case("GroupNorm", lambda x: nn.GroupNorm(2, 4)(x), {"x": _t((2, 4, 3, 3))}, module=True),
+    Case("LeakyReLU", lambda x: nn.LeakyReLU(0.2)(x), {"x": _t((2, 3))}, module=True),
+    Case("SiLU", lambda x: nn.SiLU()(x), {"x": _t((2, 3))}, module=True),
 ]

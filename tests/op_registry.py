@@ -77,6 +77,14 @@ register("sqrt", op=F.sqrt, ref=np.sqrt)(_unary("positive"))
 register("tanh", op=F.tanh, ref=np.tanh)(_unary("real"))
 register("sigmoid", op=F.sigmoid, ref=lambda x: 1 / (1 + np.exp(-x)))(_unary("real"))
 register("relu", op=F.relu, ref=lambda x: np.maximum(x, 0))(_unary("away_from_zero"))
+register("silu", op=F.silu, ref=lambda x: x / (1 + np.exp(-x)))(_unary("real"))
+
+
+@register("leaky_relu", op=lambda x, negative_slope: F.leaky_relu(x, negative_slope),
+          ref=lambda x, negative_slope: np.where(x > 0, x, negative_slope * x))
+def _draw_leaky_relu(data):
+    slope = data.draw(st.sampled_from([0.01, 0.2, 0.0, 1.0, -0.3, 2.5]))
+    return [data.draw(arrays(data.draw(shapes(0, 3)), "away_from_zero"))], {"negative_slope": slope}
 
 
 @register("pow", op=lambda x, exponent: F.pow(x, exponent), ref=lambda x, exponent: x ** exponent)
@@ -322,6 +330,53 @@ def _draw_layer_norm(data):
             {"eps": data.draw(st.sampled_from([1e-5, 1e-6, 0.1]))})
 
 
+def _group_norm_ref(x, w, b, num_groups, eps):
+    """Loop over images and groups: the group's values standardised, then each channel scaled and shifted."""
+    out = np.empty_like(x)
+    per = x.shape[1] // num_groups
+    for n in range(x.shape[0]):
+        for grp in range(num_groups):
+            block = x[n, grp * per:(grp + 1) * per]
+            out[n, grp * per:(grp + 1) * per] = (block - block.mean()) / np.sqrt(block.var() + eps)
+    per_channel = (1, -1) + (1,) * (x.ndim - 2)
+    return out * w.reshape(per_channel) + b.reshape(per_channel)
+
+
+@register("group_norm", op=lambda x, w, b, num_groups, eps: F.group_norm(x, num_groups, w, b, eps), ref=_group_norm_ref)
+def _draw_group_norm(data):
+    groups, per = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 2))
+    c = groups * per
+    spatial = tuple(data.draw(st.lists(st.integers(1, 3), min_size=0, max_size=2)))
+    if per == 1 and not any(n > 1 for n in spatial):
+        spatial = (2,)                          # a group of one value has no spread: x_hat is 0 and flat
+    shape = (data.draw(st.integers(1, 2)), c) + spatial
+    return ([data.draw(arrays(shape)), data.draw(arrays((c,))), data.draw(arrays((c,)))],
+            {"num_groups": groups, "eps": data.draw(st.sampled_from([1e-5, 0.1]))})
+
+
+def _batch_norm_ref(x, w, b, running_mean, running_var, training, eps):
+    """Per channel: the batch's own statistics (training) or the given running ones (eval)."""
+    out = np.empty_like(x)
+    for ch in range(x.shape[1]):
+        values = x[:, ch]
+        mu, var = (values.mean(), values.var()) if training else (running_mean[ch], running_var[ch])
+        out[:, ch] = (values - mu) / np.sqrt(var + eps) * w[ch] + b[ch]
+    return out
+
+
+@register("batch_norm", op=lambda x, w, b, running_mean, running_var, training, eps: F.batch_norm(
+              x, running_mean.copy(), running_var.copy(), w, b, training=training, eps=eps),
+          ref=_batch_norm_ref)
+def _draw_batch_norm(data):
+    c = data.draw(st.integers(1, 3))
+    spatial = tuple(data.draw(st.lists(st.integers(1, 3), min_size=0, max_size=2)))
+    batch = data.draw(st.integers(2 if not any(n > 1 for n in spatial) else 1, 3))   # >= 2 values per channel
+    shape = (batch, c) + spatial
+    return ([data.draw(arrays(shape)), data.draw(arrays((c,))), data.draw(arrays((c,)))],
+            {"running_mean": data.draw(arrays((c,))), "running_var": 0.5 + np.abs(data.draw(arrays((c,)))),
+             "training": data.draw(st.booleans()), "eps": data.draw(st.sampled_from([1e-5, 0.1]))})
+
+
 def _dropout_ref(x, p, seed):
     keep = np.random.default_rng(seed).random(x.shape) >= p
     return x * keep / (1 - p)
@@ -493,6 +548,66 @@ def _draw_conv2d(data):
     if data.draw(st.booleans()):
         inputs.append(data.draw(arrays((d,))))
     return inputs, {"stride": stride, "padding": padding}
+
+
+def _conv_transpose2d_ref(x, weight, *bias, stride, padding, output_padding):
+    """Each input pixel scatters weight[d] * x[b, d, i, j] onto the output, then the border is cut."""
+    (sh, sw), (ph, pw), (oh, ow) = _hw(stride), _hw(padding), _hw(output_padding)
+    b, d, h, w = x.shape
+    _, c, kh, kw = weight.shape
+    full = np.zeros((b, c, (h - 1) * sh + kh + oh, (w - 1) * sw + kw + ow))
+    for n in range(b):
+        for i in range(h):
+            for j in range(w):
+                for ch in range(d):
+                    full[n, :, i * sh:i * sh + kh, j * sw:j * sw + kw] += x[n, ch, i, j] * weight[ch]
+    out = full[:, :, ph:full.shape[2] - ph, pw:full.shape[3] - pw]
+    return out + (bias[0][None, :, None, None] if bias else 0.0)
+
+
+@register("conv_transpose2d", op=lambda x, weight, *bias, stride, padding, output_padding: F.conv_transpose2d(
+              x, weight, bias[0] if bias else None, stride=stride, padding=padding, output_padding=output_padding),
+          ref=_conv_transpose2d_ref)
+def _draw_conv_transpose2d(data):
+    b, d, c = data.draw(st.integers(1, 2)), data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
+    kh, kw = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
+    stride = _hw_option(data, 1, 3)
+    sh, sw = _hw(stride)
+    output_padding = (data.draw(st.integers(0, sh - 1)), data.draw(st.integers(0, sw - 1)))
+    h, w = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4))
+    # padding may cut up to all but one row / column of the uncut output
+    full_h, full_w = (h - 1) * sh + kh + output_padding[0], (w - 1) * sw + kw + output_padding[1]
+    padding = (data.draw(st.integers(0, (full_h - 1) // 2)), data.draw(st.integers(0, (full_w - 1) // 2)))
+    inputs = [data.draw(arrays((b, d, h, w))), data.draw(arrays((d, c, kh, kw)))]
+    if data.draw(st.booleans()):
+        inputs.append(data.draw(arrays((c,))))
+    return inputs, {"stride": stride, "padding": padding, "output_padding": output_padding}
+
+
+def _upsample_ref(x, scale_factor, mode):
+    """PyTorch's rule, output pixel by output pixel (align_corners=False for bilinear)."""
+    fh, fw = _hw(scale_factor)
+    b, c, h, w = x.shape
+    out = np.zeros((b, c, h * fh, w * fw))
+    for o in range(h * fh):
+        for q in range(w * fw):
+            if mode == "nearest":
+                out[:, :, o, q] = x[:, :, o // fh, q // fw]
+                continue
+            ty, tx = max((o + 0.5) / fh - 0.5, 0.0), max((q + 0.5) / fw - 0.5, 0.0)
+            y0, x0 = int(math.floor(ty)), int(math.floor(tx))
+            y1, x1 = min(y0 + 1, h - 1), min(x0 + 1, w - 1)
+            ay, ax = ty - y0, tx - x0
+            out[:, :, o, q] = ((1 - ay) * (1 - ax) * x[:, :, y0, x0] + (1 - ay) * ax * x[:, :, y0, x1]
+                               + ay * (1 - ax) * x[:, :, y1, x0] + ay * ax * x[:, :, y1, x1])
+    return out
+
+
+@register("upsample", op=lambda x, scale_factor, mode: F.upsample(x, scale_factor, mode), ref=_upsample_ref)
+def _draw_upsample(data):
+    shape = tuple(data.draw(st.integers(1, n)) for n in (2, 2, 4, 4))
+    return [data.draw(arrays(shape))], {"scale_factor": _hw_option(data, 1, 3),
+                                        "mode": data.draw(st.sampled_from(["nearest", "bilinear"]))}
 
 
 def _pool_ref(reduce):

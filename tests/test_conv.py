@@ -102,6 +102,57 @@ def t(shape):
     return tv.Tensor(np.ones(shape, np.float32))
 
 
+@given(data=st.data())
+def test_conv_transpose2d_is_the_adjoint_of_conv2d(data):
+    """<conv2d(z, W), x> = <z, conv_transpose2d(x, W)> for the same W, stride and padding: the
+    transposed convolution is conv2d's input gradient, whatever the sizes (z sized so that the
+    strides leave no rows over, output_padding picking the right size back)."""
+    b, c, d = (data.draw(st.integers(1, 3)) for _ in range(3))
+    kh, kw, sh, sw = (data.draw(st.integers(1, 3)) for _ in range(4))
+    ph, pw = data.draw(st.integers(0, kh - 1)), data.draw(st.integers(0, kw - 1))
+    h_out, w_out = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4))
+    extra_h, extra_w = data.draw(st.integers(0, sh - 1)), data.draw(st.integers(0, sw - 1))
+    h, w = (h_out - 1) * sh + kh - 2 * ph + extra_h, (w_out - 1) * sw + kw - 2 * pw + extra_w
+    if h < 1 or w < 1:
+        return
+    z, weight = data.draw(arrays((b, c, h, w))), data.draw(arrays((d, c, kh, kw)))
+    x = data.draw(arrays((b, d, h_out, w_out)))
+    y = conv(z, weight, stride=(sh, sw), padding=(ph, pw))
+    assert y.shape == x.shape
+    back = F.conv_transpose2d(tv.Tensor(x), tv.Tensor(weight), stride=(sh, sw), padding=(ph, pw),
+                              output_padding=(extra_h, extra_w)).numpy()
+    assert back.shape == z.shape
+    np.testing.assert_allclose(np.sum(y * x), np.sum(z * back), rtol=1e-10, atol=1e-10)
+
+
+def test_upsample_nearest_repeats_pixels_and_bilinear_keeps_constants_and_means():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 4, 5))
+    up = F.upsample(tv.Tensor(x), (2, 3)).numpy()
+    np.testing.assert_array_equal(up, x.repeat(2, axis=2).repeat(3, axis=3))
+    flat = F.upsample(tv.Tensor(np.full((1, 1, 3, 3), 7.0)), 4, "bilinear").numpy()
+    np.testing.assert_allclose(flat, 7.0, rtol=0, atol=1e-14)        # interpolation weights sum to 1
+    smooth = F.upsample(tv.Tensor(x), 2, "bilinear").numpy()
+    np.testing.assert_allclose(smooth.mean(axis=(2, 3)), x.mean(axis=(2, 3)), atol=1e-12)   # even factor: mean kept
+    with pytest.raises(ValueError, match='upsample: mode must be "nearest" or "bilinear", got \'bicubic\''):
+        F.upsample(tv.Tensor(x), 2, "bicubic")
+    with pytest.raises(ValueError, match="upsample: x must be 4-D"):
+        F.upsample(tv.Tensor(np.ones((3, 4))), 2)
+
+
+def test_conv_transpose2d_errors_name_the_sizes():
+    x, w = tv.Tensor(np.ones((1, 2, 3, 3))), tv.Tensor(np.ones((2, 4, 3, 3)))
+    assert F.conv_transpose2d(x, w, stride=2, padding=1, output_padding=1).shape == (1, 4, 6, 6)
+    with pytest.raises(ValueError, match=r"output_padding \(2, 2\) must be smaller than the stride \(2, 2\)"):
+        F.conv_transpose2d(x, w, stride=2, output_padding=2)
+    with pytest.raises(ValueError, match="x has D=2 channels .* but weight expects D=3"):
+        F.conv_transpose2d(x, tv.Tensor(np.ones((3, 4, 3, 3))))
+    with pytest.raises(ValueError, match="bias has shape \\(2,\\), expected \\(4,\\)"):
+        F.conv_transpose2d(x, w, tv.Tensor(np.ones(2)))
+    with pytest.raises(ValueError, match="cuts the whole 5x5 output"):
+        F.conv_transpose2d(x, w, padding=3)
+
+
 def test_conv2d_errors_name_the_shapes():
     with pytest.raises(ValueError, match=r"conv2d: x has C=3 channels \(shape \(2, 3, 8, 8\)\) but weight expects C=4"):
         F.conv2d(t((2, 3, 8, 8)), t((5, 4, 3, 3)))

@@ -154,3 +154,63 @@ def test_init_helpers_have_the_stated_statistics():
     bound = math.sqrt(6 / 400)
     assert np.abs(x).max() <= bound and abs(x.var() - bound ** 2 / 3) < 1e-4
     assert nn.init.zeros((3,)).sum() == 0
+
+
+# --- conv-net layers: batch norm's buffers, group norm, transposed conv ------------------------------------
+def test_batch_norm_keeps_running_statistics_as_buffers_saved_but_not_trained(tmp_path):
+    from tinyvision.io import load_checkpoint, save_checkpoint
+    from tinyvision.optim import SGD
+    bn = nn.BatchNorm2d(3)
+    assert [n for n, _ in bn.named_parameters()] == ["weight", "bias"]
+    assert [n for n, _ in bn.named_buffers()] == ["running_mean", "running_var"]
+    assert list(bn.state_dict()) == ["weight", "bias", "running_mean", "running_var"]
+    rng = np.random.default_rng(0)
+    x = (3 + 2 * rng.standard_normal((8, 3, 4, 4))).astype(np.float32)
+    opt = SGD(bn.parameters(), lr=0.1)
+    loss = (bn(tv.Tensor(x)) ** 2).mean()
+    loss.backward()
+    opt.step()
+    assert bn.running_mean.grad is None and bn.running_var.grad is None
+    values = x.transpose(1, 0, 2, 3).reshape(3, -1).astype(np.float64)
+    np.testing.assert_allclose(bn.running_mean.numpy(), 0.1 * values.mean(1), rtol=1e-5)
+    np.testing.assert_allclose(bn.running_var.numpy(), 0.9 + 0.1 * values.var(1, ddof=1), rtol=1e-5)
+    save_checkpoint(tmp_path / "bn.npz", bn)
+    fresh = nn.BatchNorm2d(3)
+    load_checkpoint(tmp_path / "bn.npz", fresh)
+    for name, value in bn.state_dict().items():
+        np.testing.assert_array_equal(fresh.state_dict()[name], value)
+
+
+def test_batch_norm_eval_uses_running_statistics_so_one_image_does_not_depend_on_its_batch():
+    bn = nn.BatchNorm2d(2)
+    rng = np.random.default_rng(1)
+    for _ in range(30):                                       # running statistics settle near the data's
+        bn(tv.Tensor((1 + 3 * rng.standard_normal((16, 2, 3, 3))).astype(np.float32)))
+    bn.eval()
+    x = (1 + 3 * rng.standard_normal((4, 2, 3, 3))).astype(np.float32)
+    alone = bn(tv.Tensor(x[:1])).numpy()
+    together = bn(tv.Tensor(x)).numpy()[:1]
+    np.testing.assert_array_equal(alone, together)
+    fresh = nn.BatchNorm2d(2).eval()                          # mean 0, var 1: identity up to 1/sqrt(1 + eps)
+    np.testing.assert_allclose(fresh(tv.Tensor(x)).numpy(), x / np.sqrt(1 + 1e-5), rtol=1e-6)
+    with pytest.raises(ValueError, match="training needs more than one value per channel"):
+        nn.BatchNorm2d(2)(tv.Tensor(np.ones((1, 2, 1, 1), np.float32)))
+
+
+def test_group_norm_does_not_mix_images_and_is_layer_norm_with_one_group():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 4, 5, 5))
+    gn = nn.GroupNorm(2, 4).astype(np.float64)
+    np.testing.assert_allclose(gn(tv.Tensor(x[1:2])).numpy(), gn(tv.Tensor(x)).numpy()[1:2], rtol=1e-12, atol=1e-12)
+    one = F.group_norm(tv.Tensor(x), 1).numpy()
+    flat = F.layer_norm(tv.Tensor(x.reshape(3, -1)), None, None, 1e-5).numpy().reshape(x.shape)
+    np.testing.assert_allclose(one, flat, rtol=1e-12, atol=1e-12)
+
+
+def test_conv_transpose2d_layer_doubles_the_size_and_has_pytorch_layout_and_bound():
+    layer = nn.ConvTranspose2d(3, 5, kernel_size=4, stride=2, padding=1, seed=0)
+    assert layer.weight.shape == (3, 5, 4, 4) and layer.bias.shape == (5,)
+    bound = 1 / math.sqrt(5 * 4 * 4)
+    assert np.abs(layer.weight.numpy()).max() <= bound and np.abs(layer.weight.numpy()).max() > 0.9 * bound
+    assert layer(tv.Tensor(np.ones((2, 3, 7, 7), np.float32))).shape == (2, 5, 14, 14)
+    assert nn.Upsample(2)(tv.Tensor(np.ones((1, 1, 3, 4), np.float32))).shape == (1, 1, 6, 8)

@@ -191,7 +191,7 @@ def _expected_members(module, optimizer, members: dict) -> tuple:
     """
     numeric = "biuf"
     wanted, unexpected = {}, []
-    own = dict(module.named_parameters())
+    own = dict(module.named_state())
     for name, p in own.items():
         if f"model/{name}" in members:
             wanted[f"model/{name}"] = (tuple(p.shape), numeric)
@@ -379,11 +379,17 @@ def _to_torch(owner, local: str, array):
     return convert(local, array) if convert is not None else array
 
 
+def _is_batch_counter(modules: dict, key: str) -> bool:
+    """True for "<path>.num_batches_tracked" where <path> is one of the module's batch-norm layers."""
+    path, _, local = key.rpartition(".")
+    return local == "num_batches_tracked" and hasattr(modules.get(path), "running_var")
+
+
 def torch_state_dict(module) -> dict:
     """{dotted name: NumPy array in PyTorch's layout}: the inverse of `load_torch_state_dict`."""
     modules = dict(module.named_modules())
     return {name: np.ascontiguousarray(_to_torch(*_owner(modules, name), p.numpy()))
-            for name, p in module.named_parameters()}
+            for name, p in module.named_state()}
 
 
 def load_torch_state_dict(module, state: dict, strict: bool = True) -> dict:
@@ -397,17 +403,19 @@ def load_torch_state_dict(module, state: dict, strict: bool = True) -> dict:
     All or nothing: everything is checked before the first parameter is written. With
     strict=True, missing, unexpected and mis-shaped keys are reported together, by name, in
     one ValueError. With strict=False the matching keys are loaded and the rest returned:
-    {"missing": [...], "unexpected": [...], "mismatched": [...]}; buffers that we do not model
-    (BatchNorm's running statistics, say) appear under "unexpected". An entry that is not a
+    {"missing": [...], "unexpected": [...], "mismatched": [...]}; buffers are loaded like
+    parameters (batch norm's running statistics), and batch norm's num_batches_tracked is skipped. An entry that is not a
     float array (a string, an object, an integer tensor) is a TypeError whatever `strict` is.
     """
     who = f"load_torch_state_dict({type(module).__name__})"
     if not hasattr(state, "keys") or not hasattr(state, "__getitem__"):
         raise TypeError(f"{who}: state must be a dict of arrays, got {type(state).__name__}")
     modules = dict(module.named_modules())
-    own = dict(module.named_parameters())
+    own = dict(module.named_state())
     missing = [k for k in own if k not in state]
-    unexpected = [k for k in state.keys() if k not in own]
+    # PyTorch's batch norm also saves num_batches_tracked, a step counter used only when momentum is None
+    # (a cumulative average); tinyvision's batch norm always has a momentum, so the counter is not needed
+    unexpected = [k for k in state.keys() if k not in own and not _is_batch_counter(modules, k)]
     mismatched, converted, wrong_kind = [], {}, []
     for name, p in own.items():
         if name not in state:

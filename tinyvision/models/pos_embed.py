@@ -11,10 +11,9 @@ vector per token slot, z_i = x_i + e_i.
   viewed as a D-channel image and interpolated to the new grid; prefix tokens (class, registers)
   have no position on the grid and are kept bit-for-bit.
 
-Interpolation follows torch.nn.functional.interpolate(align_corners=False, antialias=False): output
-pixel i samples the input at  s = (i + 0.5) * in / out - 0.5.  Bilinear clamps s at 0 and mixes the
-two neighbours; bicubic uses Keys' cubic convolution kernel with a = -0.75 over four neighbours,
-indices clamped at the border. Each axis is one (out x in) matrix, applied separably.
+Interpolation follows torch.nn.functional.interpolate(align_corners=False, antialias=False), one
+(out x in) matrix per axis applied separably: ops/resample.py, interpolation_matrix, which ops.upsample
+shares.
 """
 from __future__ import annotations
 
@@ -23,6 +22,7 @@ import math
 import numpy as np
 
 from ..checks import check_choice, check_int, check_int_pair, check_number, is_int
+from ..ops.resample import interpolation_matrix   # one (out x in) matrix per axis; also ops.upsample's
 
 __all__ = ["interpolation_matrix", "resample_grid", "resample_pos_embed", "sincos_2d"]
 
@@ -51,39 +51,6 @@ def sincos_2d(grid_h: int, grid_w: int, dim: int, temperature: float = 10000.0) 
     y, x = np.meshgrid(np.arange(grid_h, dtype=np.float64), np.arange(grid_w, dtype=np.float64), indexing="ij")
     y, x = y.reshape(-1, 1) * omega, x.reshape(-1, 1) * omega          # (N, D/4)
     return np.concatenate([np.sin(y), np.cos(y), np.sin(x), np.cos(x)], axis=1)
-
-
-def _cubic_weights(t: np.ndarray, a: float = -0.75) -> np.ndarray:
-    """Keys (1981) cubic convolution weights for the 4 neighbours at offsets -1, 0, 1, 2 from floor(s)."""
-    def near(d):   # |d| <= 1
-        return ((a + 2) * d - (a + 3)) * d * d + 1
-
-    def far(d):    # 1 < |d| < 2
-        return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
-    return np.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], axis=-1)
-
-
-def interpolation_matrix(n_in: int, n_out: int, mode: str) -> np.ndarray:
-    """(n_out, n_in) matrix M with out = M @ in along one axis (float64); mode "bilinear" or "bicubic"."""
-    n_in = check_int("interpolation_matrix", "n_in", n_in, low=1)
-    n_out = check_int("interpolation_matrix", "n_out", n_out, low=1)
-    mode = check_choice("interpolation_matrix", "mode", mode, _MODES)
-    m = np.zeros((n_out, n_in))
-    s = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
-    if mode == "bilinear":
-        s = np.maximum(s, 0.0)
-        i0 = np.floor(s).astype(int)
-        t = s - i0
-        i1 = np.minimum(i0 + 1, n_in - 1)
-        rows = np.arange(n_out)
-        np.add.at(m, (rows, i0), 1 - t)
-        np.add.at(m, (rows, i1), t)
-    else:  # bicubic
-        i0 = np.floor(s).astype(int)
-        w = _cubic_weights(s - i0)
-        for j, offset in enumerate((-1, 0, 1, 2)):
-            np.add.at(m, (np.arange(n_out), np.clip(i0 + offset, 0, n_in - 1)), w[:, j])
-    return m
 
 
 def resample_grid(grid: np.ndarray, new_size: tuple, mode: str = "bicubic") -> np.ndarray:

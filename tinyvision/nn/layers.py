@@ -138,6 +138,26 @@ class Tanh(Module):
         return F.tanh(x)
 
 
+class LeakyReLU(Module):
+    """x for x > 0, negative_slope x otherwise (ops.leaky_relu); DCGAN's discriminator uses 0.2."""
+
+    def __init__(self, negative_slope: float = 0.01):
+        self.negative_slope = check_number("LeakyReLU", "negative_slope", negative_slope)
+
+    def forward(self, x):
+        return F.leaky_relu(x, self.negative_slope)
+
+    def extra_repr(self):
+        return f"negative_slope={self.negative_slope}"
+
+
+class SiLU(Module):
+    """x sigma(x) (ops.silu), the activation of diffusion U-Nets."""
+
+    def forward(self, x):
+        return F.silu(x)
+
+
 class GELU(Module):
     """GELU, exact erf form by default (as timm); approximate="tanh" for the GPT-2 form."""
 

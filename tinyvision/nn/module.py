@@ -14,7 +14,7 @@ import numpy as np
 from ..backend import check_device_name, to_device
 from ..tensor import Tensor
 
-__all__ = ["Module", "ModuleList", "Parameter"]
+__all__ = ["Buffer", "Module", "ModuleList", "Parameter"]
 
 _INPUT_ERRORS = (TypeError, ValueError, IndexError, FloatingPointError)
 _depth = 0      # how many Module calls are running (single-threaded use, as everywhere in tinyvision)
@@ -30,6 +30,18 @@ class Parameter(Tensor):
         return "Parameter" + super().__repr__()[len("Tensor"):]
 
 
+class Buffer(Tensor):
+    """A Tensor a Module keeps as state but does not learn, such as batch norm's running statistics:
+    saved by state_dict() and moved by .to() like a Parameter, but not in parameters(), so no
+    optimizer updates it and no gradient reaches it (PyTorch's register_buffer)."""
+
+    def __init__(self, data, dtype=None):
+        super().__init__(data, requires_grad=False, dtype=dtype)
+
+    def __repr__(self):
+        return "Buffer" + super().__repr__()[len("Tensor"):]
+
+
 class Module:
     """Base class of every layer and model.
 
@@ -42,9 +54,9 @@ class Module:
     def __setattr__(self, name, value):
         # Registration is attribute order: __dict__ keeps insertion order, so named_parameters()
         # lists weights in the order the layer was built, as PyTorch does.
-        if isinstance(value, (Parameter, Module)) and not hasattr(self, "_registered"):
+        if isinstance(value, (Parameter, Buffer, Module)) and not hasattr(self, "_registered"):
             object.__setattr__(self, "_registered", [])
-        if isinstance(value, (Parameter, Module)) and name not in self._registered:
+        if isinstance(value, (Parameter, Buffer, Module)) and name not in self._registered:
             self._registered.append(name)
         object.__setattr__(self, name, value)
 
@@ -88,13 +100,27 @@ class Module:
                 seen.add(id(p))
                 yield name, p
 
-    def _walk_parameters(self, prefix):
+    def _walk_parameters(self, prefix, kind=None):
+        kind = kind or Parameter
         for name in getattr(self, "_registered", []):
             value = getattr(self, name)
-            if isinstance(value, Parameter):
+            if isinstance(value, kind):
                 yield prefix + name, value
             elif isinstance(value, Module):
-                yield from value._walk_parameters(prefix + name + ".")
+                yield from value._walk_parameters(prefix + name + ".", kind)
+
+    def named_buffers(self, prefix: str = ""):
+        """(dotted name, Buffer) for every buffer in this module and below, each once."""
+        seen = set()
+        for name, b in self._walk_parameters(prefix, Buffer):
+            if id(b) not in seen:
+                seen.add(id(b))
+                yield name, b
+
+    def named_state(self):
+        """Every parameter, then every buffer: what state_dict() saves and load_state_dict() fills."""
+        yield from self.named_parameters()
+        yield from self.named_buffers()
 
     def parameters(self):
         return [p for _, p in self.named_parameters()]
@@ -153,8 +179,8 @@ class Module:
 
     # --- state dicts ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """{dotted name: NumPy array copy} of every parameter."""
-        return {name: p.numpy().copy() for name, p in self.named_parameters()}
+        """{dotted name: NumPy array copy} of every parameter and buffer."""
+        return {name: p.numpy().copy() for name, p in self.named_state()}
 
     def check_state_dict(self, state, strict: bool = True) -> tuple:
         """Everything `load_state_dict` checks, and the arrays it would write; nothing is changed.
@@ -176,7 +202,7 @@ class Module:
         where = f"load_state_dict({type(self).__name__})"
         if not isinstance(state, Mapping):
             raise TypeError(f"{where}: state must be a dict of arrays, got {type(state).__name__}")
-        own = dict(self.named_parameters())
+        own = dict(self.named_state())
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in own]
         if strict and (missing or unexpected):
@@ -211,8 +237,8 @@ class Module:
         return values, {"missing": missing, "unexpected": unexpected}
 
     def assign_checked(self, values: dict) -> None:
-        """Write the arrays that `check_state_dict` returned into the parameters (no checks: they were made)."""
-        own = dict(self.named_parameters())
+        """Write the arrays that `check_state_dict` returned into the parameters and buffers (no checks: they were made)."""
+        own = dict(self.named_state())
         for name, value in values.items():
             own[name].data = value
 

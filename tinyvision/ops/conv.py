@@ -35,7 +35,7 @@ from ..checks import check_int_pair
 from ..tensor import Tensor
 from ._common import tensors_for
 
-__all__ = ["conv2d", "avg_pool2d", "max_pool2d",
+__all__ = ["conv2d", "conv_transpose2d", "avg_pool2d", "max_pool2d",
            # raw-array helpers (not differentiable ops): the window view, its adjoint, im2col
            "pair", "sliding_windows", "fold_windows", "im2col"]
 
@@ -177,6 +177,80 @@ def conv2d(x, weight, bias=None, stride=1, padding=0) -> Tensor:
             grads.append(g.sum(axis=(0, 2, 3)))
         return tuple(grads)
     return Tensor.from_op(y, tuple(tensors), backward, "conv2d")
+
+
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0) -> Tensor:
+    """Transposed convolution: the adjoint of conv2d's map x -> y, used to grow an image (a decoder).
+
+    x: (B, D, H, W), weight: (D, C, kh, kw) (PyTorch's layout: in channels first), bias: (C,) or None
+    -> (B, C, H_out, W_out),   H_out = (H - 1) s_h - 2 p_h + kh + output_padding_h   (likewise W).
+
+    Every input pixel paints its kernel, scaled by its value, onto the output at a stride:
+        y_full[b, c, i s_h + u, j s_w + v] += sum_d x[b, d, i, j] weight[d, c, u, v]
+    then the border of p rows and columns is cut from each side (output_padding extra rows and
+    columns at the bottom and right: stride s maps several output sizes to one input size, and
+    this picks one). Where the kernel is larger than the stride the paintings overlap and add.
+
+    It is conv2d's input gradient as a forward pass: with the same weight, stride and padding,
+        <conv2d(z, weight), x> = <z, conv_transpose2d(x, weight)>   for every z and x
+    (tests/test_conv.py checks that identity). So its backward is conv2d's forward:
+        dL/dx[b, d, i, j]   = sum_{c, u, v} weight[d, c, u, v] g_full[b, c, i s_h + u, j s_w + v]
+        dL/dweight[d, c, u, v] = sum_{b, i, j} x[b, d, i, j] g_full[b, c, i s_h + u, j s_w + v]
+        dL/dbias[c]         = sum over b, i, j of g[b, c, i, j]
+    with g_full = g placed back into the uncut (H_full, W_full) frame (zeros on the cut border).
+    Forward and backward are the same two moves as conv2d's, in the other order: one matmul and a
+    fold (forward), windows and one matmul (backward).
+    """
+    tensors = tensors_for("conv_transpose2d", x, weight, *([] if bias is None else [bias]))
+    x, weight = tensors[0], tensors[1]
+    bias = tensors[2] if bias is not None else None
+    _check_image("conv_transpose2d", "x", x)
+    _check_image("conv_transpose2d", "weight", weight, "(D, C, kh, kw)")
+    d, c, kh, kw = weight.shape
+    if x.shape[1] != d:
+        raise ValueError(f"conv_transpose2d: x has D={x.shape[1]} channels (shape {x.shape}) but weight expects "
+                         f"D={d} (shape {weight.shape}, laid out (D in, C out, kh, kw))")
+    if bias is not None and bias.shape != (c,):
+        raise ValueError(f"conv_transpose2d: bias has shape {bias.shape}, expected ({c},), one per output channel "
+                         f"C of weight {weight.shape}")
+    sh, sw = pair("conv_transpose2d", "stride", stride, 1)
+    ph, pw = pair("conv_transpose2d", "padding", padding, 0)
+    oph, opw = pair("conv_transpose2d", "output_padding", output_padding, 0)
+    if oph >= sh or opw >= sw:
+        raise ValueError(f"conv_transpose2d: output_padding {(oph, opw)} must be smaller than the stride {(sh, sw)} "
+                         "(it chooses among the output sizes one stride maps to the same input size)")
+    b, _, h, w = x.shape
+    h_full, w_full = (h - 1) * sh + kh + oph, (w - 1) * sw + kw + opw
+    h_out, w_out = h_full - 2 * ph, w_full - 2 * pw
+    if h_out < 1 or w_out < 1:
+        raise ValueError(f"conv_transpose2d: padding {(ph, pw)} cuts the whole {h_full}x{w_full} output of x {x.shape} "
+                         f"with a {kh}x{kw} kernel; the output would be {h_out}x{w_out}")
+    if b * c * h_full * w_full > _MAX_VALUES:
+        raise ValueError(f"conv_transpose2d: the output of x {x.shape} would hold {b * c * h_full * w_full:.3g} "
+                         "values: too large to allocate")
+
+    xp = xp_of(x.data)
+    w_mat = weight.data.reshape(d, c * kh * kw)                          # (D, K), K = C kh kw
+    rows = x.data.transpose(0, 2, 3, 1).reshape(b * h * w, d)           # one row per input pixel
+    paint = (rows @ w_mat).reshape(b, h, w, c, kh, kw).transpose(0, 3, 1, 2, 4, 5)   # (B, C, H, W, kh, kw)
+    y_full = fold_windows(paint, (b, c, h_full, w_full), (sh, sw))
+    y = y_full[:, :, ph:ph + h_out, pw:pw + w_out]
+    if bias is not None:
+        y = y + bias.data[:, None, None]
+    y = xp.ascontiguousarray(y)
+
+    def backward(g):
+        g_full = xp.zeros((b, c, h_full, w_full), dtype=g.dtype)
+        g_full[:, :, ph:ph + h_out, pw:pw + w_out] = g
+        windows = sliding_windows(g_full, (kh, kw), (sh, sw))[:, :, :h, :w]        # (B, C, H, W, kh, kw)
+        g_rows = windows.transpose(0, 2, 3, 1, 4, 5).reshape(b * h * w, c * kh * kw)   # (B H W, K)
+        d_x = (g_rows @ w_mat.T).reshape(b, h, w, d).transpose(0, 3, 1, 2)
+        d_w = rows.T @ g_rows                                                      # (D, K)
+        grads = [xp.ascontiguousarray(d_x), d_w.reshape(weight.shape)]
+        if bias is not None:
+            grads.append(g.sum(axis=(0, 2, 3)))
+        return tuple(grads)
+    return Tensor.from_op(y, tuple(tensors), backward, "conv_transpose2d")
 
 
 # --- pooling -----------------------------------------------------------------------------------------

@@ -11,12 +11,12 @@ import numbers
 
 from ..backend import xp_of
 from ..special import erf
-from ..checks import check_real
+from ..checks import check_number, check_real
 from ..tensor import Tensor
 from ._common import broadcast_shape, check_finite_result, fast_kernel, quiet_errors, tensors_for, unbroadcast
 
 __all__ = ["add", "sub", "mul", "div", "neg", "pow", "exp", "log", "sqrt", "tanh", "sigmoid",
-           "relu", "gelu", "clip", "where", "masked_fill"]
+           "relu", "leaky_relu", "silu", "gelu", "clip", "where", "masked_fill"]
 
 
 def _binary(op, a, b):
@@ -151,6 +151,31 @@ def relu(x) -> Tensor:
     (x,) = tensors_for("relu", x)
     positive = x.data > 0
     return Tensor.from_op(x.data * positive, (x,), lambda g: (g * positive,), "relu")
+
+
+def leaky_relu(x, negative_slope: float = 0.01) -> Tensor:
+    """x where x > 0, else negative_slope x (Maas et al. 2013; DCGAN's discriminator uses 0.2).
+
+    d/dx = 1 where x > 0, else negative_slope (the kink takes the left side, as relu's does). A small
+    slope keeps a gradient flowing through units that a plain ReLU would switch off for good.
+    """
+    (x,) = tensors_for("leaky_relu", x)
+    slope = check_number("leaky_relu", "negative_slope", negative_slope)
+    xp = xp_of(x.data)
+    one, factor = x.data.dtype.type(1), x.data.dtype.type(slope)
+    local = xp.where(x.data > 0, one, factor)             # 1 or negative_slope: the derivative, elementwise
+    return Tensor.from_op(x.data * local, (x,), lambda g: (g * local,), "leaky_relu")
+
+
+def silu(x) -> Tensor:
+    """SiLU, also called swish: x sigma(x) (Elfwing et al. 2018; Ramachandran et al. 2017).
+
+        d/dx = sigma(x) + x sigma(x) (1 - sigma(x)) = sigma(x) (1 + x (1 - sigma(x)))
+    Smooth, not monotone (a dip to -0.278 at x = -1.278); the diffusion U-Net's activation.
+    """
+    (x,) = tensors_for("silu", x)
+    s = sigmoid_array(x.data)
+    return Tensor.from_op(x.data * s, (x,), lambda g: (g * (s * (1 + x.data * (1 - s))),), "silu")
 
 
 _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
