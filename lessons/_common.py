@@ -23,7 +23,7 @@ import shlex
 import sys
 from pathlib import Path
 
-__all__ = ["accuracy_margin", "compare", "one_blas_thread", "parse_args", "progress", "pyplot", "save_figure",
+__all__ = ["accuracy_margin", "compare", "digit_judge", "one_blas_thread", "parse_args", "progress", "pyplot", "save_figure",
            "ticking", "trend"]
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "out"
@@ -155,6 +155,30 @@ def ticking(bar, augment=None):
         bar.update()
         return xb if augment is None else augment(xb, rng)
     return augment_and_tick
+
+
+def digit_judge(out_dir, epochs: int = 30, seed: int = 0):
+    """The digit judge of tinyvision.models.judge, trained once and cached as out_dir/digit_judge.npz.
+
+    Lessons 06 (VAE) and 07 (GAN) score their samples with the same judge, so that their numbers
+    compare. A cache that is missing, damaged or from another architecture is retrained and rewritten.
+    """
+    from tinyvision.io import load_checkpoint, save_checkpoint
+    from tinyvision.models import SmallCNN
+    from tinyvision.models.judge import train_digit_judge
+    path = Path(out_dir) / f"digit_judge_e{epochs}_s{seed}.npz"
+    judge = SmallCNN(img_size=8, seed=seed)
+    try:
+        load_checkpoint(path, judge)
+        print(f"digit judge: loaded {path}")
+        return judge.eval()
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    judge = train_digit_judge(epochs=epochs, seed=seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(path, judge)
+    print(f"digit judge: trained ({epochs} epochs) and saved to {path}")
+    return judge
 
 
 def one_blas_thread() -> bool:
