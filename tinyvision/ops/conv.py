@@ -67,6 +67,26 @@ def _check_window_fits(op: str, shape, kernel, padding):
                          "use a smaller kernel, more padding or a larger image")
 
 
+def _conv_args(op: str, x, weight, bias, transposed: bool):
+    """(tensors, x, weight, bias) checked for a convolution: 4-D x and weight (D, C, kh, kw), x's channels
+    matching the weight's input axis (C for conv2d, D for the transposed one), bias one per output channel."""
+    tensors = tensors_for(op, x, weight, *([] if bias is None else [bias]))
+    x, weight = tensors[0], tensors[1]
+    bias = tensors[2] if bias is not None else None
+    _check_image(op, "x", x)
+    _check_image(op, "weight", weight, "(D, C, kh, kw)")
+    d, c = weight.shape[:2]
+    (name_in, n_in), (name_out, n_out) = ((("D", d), ("C", c)) if transposed else (("C", c), ("D", d)))
+    layout = "(D in, C out, kh, kw)" if transposed else "(D out, C in, kh, kw)"
+    if x.shape[1] != n_in:
+        raise ValueError(f"{op}: x has {name_in}={x.shape[1]} channels (shape {x.shape}) but weight expects "
+                         f"{name_in}={n_in} (shape {weight.shape}, laid out {layout})")
+    if bias is not None and bias.shape != (n_out,):
+        raise ValueError(f"{op}: bias has shape {bias.shape}, expected ({n_out},), one per output channel "
+                         f"{name_out} of weight {weight.shape}")
+    return tensors, x, weight, bias
+
+
 # --- windows: the view, its adjoint, im2col -------------------------------------------------------
 def _as_strided(array, shape, strides):
     """NumPy's or CuPy's as_strided (CuPy's has no `writeable` flag; NumPy's view is made read-only,
@@ -138,18 +158,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0) -> Tensor:
                                 of dL/dcols[b, (i, j), (c, u, v)]                     (col2im)
     and dL/dx is dL/dx_pad with the padded border cut off (those zeros are constants).
     """
-    tensors = tensors_for("conv2d", x, weight, *([] if bias is None else [bias]))
-    x, weight = tensors[0], tensors[1]
-    bias = tensors[2] if bias is not None else None
-    _check_image("conv2d", "x", x)
-    _check_image("conv2d", "weight", weight, "(D, C, kh, kw)")
+    tensors, x, weight, bias = _conv_args("conv2d", x, weight, bias, transposed=False)
     d, c, kh, kw = weight.shape
-    if x.shape[1] != c:
-        raise ValueError(f"conv2d: x has C={x.shape[1]} channels (shape {x.shape}) but weight expects C={c} "
-                         f"(shape {weight.shape}, laid out (D, C, kh, kw))")
-    if bias is not None and bias.shape != (d,):
-        raise ValueError(f"conv2d: bias has shape {bias.shape}, expected ({d},), one per output channel D "
-                         f"of weight {weight.shape}")
     stride = pair("conv2d", "stride", stride, 1)
     ph, pw = pair("conv2d", "padding", padding, 0)
     _check_window_fits("conv2d", x.shape, (kh, kw), (ph, pw))
@@ -201,18 +211,8 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     Forward and backward are the same two moves as conv2d's, in the other order: one matmul and a
     fold (forward), windows and one matmul (backward).
     """
-    tensors = tensors_for("conv_transpose2d", x, weight, *([] if bias is None else [bias]))
-    x, weight = tensors[0], tensors[1]
-    bias = tensors[2] if bias is not None else None
-    _check_image("conv_transpose2d", "x", x)
-    _check_image("conv_transpose2d", "weight", weight, "(D, C, kh, kw)")
+    tensors, x, weight, bias = _conv_args("conv_transpose2d", x, weight, bias, transposed=True)
     d, c, kh, kw = weight.shape
-    if x.shape[1] != d:
-        raise ValueError(f"conv_transpose2d: x has D={x.shape[1]} channels (shape {x.shape}) but weight expects "
-                         f"D={d} (shape {weight.shape}, laid out (D in, C out, kh, kw))")
-    if bias is not None and bias.shape != (c,):
-        raise ValueError(f"conv_transpose2d: bias has shape {bias.shape}, expected ({c},), one per output channel "
-                         f"C of weight {weight.shape}")
     sh, sw = pair("conv_transpose2d", "stride", stride, 1)
     ph, pw = pair("conv_transpose2d", "padding", padding, 0)
     oph, opw = pair("conv_transpose2d", "output_padding", output_padding, 0)
