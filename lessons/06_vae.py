@@ -136,6 +136,10 @@ print(f"  classes present (at least 2% of the samples): {cover['classes_present'
       f"mean judge confidence {cover['confidence']:.3f} (on real test digits {p_real.max(1).mean():.3f})")
 print(f"  Frechet distance to the test digits' features ({n_samples} vs {len(x_test)} images): VAE samples "
       f"{fd_vae:.2f}; real training digits {fd_floor:.2f} (the floor at this sample size)")
+f_grey = judge_digits(judge, x_test_grey)[1]
+fd_vae_grey, fd_floor_grey = frechet_distance(f_vae, f_grey), frechet_distance(judge_digits(judge, x_grey[:n_samples])[1], f_grey)
+print(f"  the same against the grey (not binarised) test digits, the scale lesson 07's GAN is measured on: "
+      f"VAE {fd_vae_grey:.2f}, real grey training digits {fd_floor_grey:.2f}")
 print("  the samples are per-pixel probabilities, averages over every digit a code could be: grey and soft")
 print("  where real digits are binary and sharp, which is what 'a VAE blurs' means here.")
 
@@ -266,6 +270,7 @@ print("result: " + json.dumps({
     "active_units": n_active, "judge_accuracy": round(acc_judge, 4),
     "samples_classes_present": cover["classes_present"], "samples_confidence": round(cover["confidence"], 4),
     "frechet_vae": round(fd_vae, 3), "frechet_real_floor": round(fd_floor, 3), "frechet_sample_size": n_samples,
+    "frechet_vae_vs_grey": round(fd_vae_grey, 3), "frechet_grey_floor": round(fd_floor_grey, 3),
     "beta": beta_rows, "latent2_within_vs_between": [round(float(spread), 3), round(float(between), 3)],
     "shapes_mig": mig_rows,
 }))
