@@ -1,0 +1,174 @@
+"""The diffusion process against closed forms and published values (models.md section 4, wave2.md section 5).
+
+Everything is float64 NumPy; a denoiser here is either an oracle that knows x_0, or the exact optimal
+denoiser of Gaussian data, so every sampler has a known right answer.
+"""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tinyvision.diffusion import (KINDS, ddim_invert, ddim_step, ddim_timesteps, ddpm_step, guided_denoiser,
+                                  make_schedule, sample)
+
+LINEAR = make_schedule("linear", 1000)
+
+
+def oracle(schedule, x0):
+    """The denoiser that knows x_0: eps_hat(x_t, t) = (x_t - sqrt(abar_t) x_0) / sqrt(1 - abar_t)."""
+    return lambda x, t: schedule.eps_from_x0(x, t, x0)
+
+
+# --- schedules -----------------------------------------------------------------------------------------
+def test_linear_schedule_reference_values():
+    ab = LINEAR.alpha_bar
+    assert ab[-1] == pytest.approx(4.04e-5, rel=2e-3)
+    assert int(np.argmax(ab < 0.5)) == 259 and ab[499] == pytest.approx(0.0786, abs=5e-4)
+    var = 0.0
+    for beta in LINEAR.betas:                      # iterate q(x_t | x_{t-1}) on the variance, from 0
+        var = (1 - beta) * var + beta
+    assert var == pytest.approx(1 - ab[-1], abs=1e-14) and var == pytest.approx(0.99995964, abs=1e-8)
+
+
+def test_cosine_schedule_reference_values():
+    cos = make_schedule("cosine", 1000)
+    assert cos.alpha_bar[-1] == pytest.approx(2.43e-9, rel=0.01)
+    assert cos.alpha_bar[499] == pytest.approx(0.494, abs=1e-3)
+    assert cos.betas[0] == pytest.approx(4.13e-5, rel=1e-3) and math.sqrt(cos.betas[0]) < 1 / 127.5
+    assert (cos.betas == 0.999).sum() == 1 and cos.betas[-1] == 0.999          # only the last is capped
+
+
+@pytest.mark.parametrize("kind, T", [("linear", 1000), ("linear", 100), ("linear", 50), ("linear", 21), ("cosine", 1000),
+                                     ("cosine", 50)])
+def test_every_schedule_ends_in_noise(kind, T):
+    assert make_schedule(kind, T).alpha_bar[-1] < 1e-3
+
+
+def test_scaled_linear_keeps_its_known_terminal_signal_and_unscaled_short_linear_would_keep_more():
+    assert make_schedule("scaled_linear").alpha_bar[-1] == pytest.approx(0.00466, rel=1e-3)   # non-zero terminal SNR
+    unscaled = np.cumprod(1 - np.linspace(1e-4, 0.02, 50))[-1]
+    assert unscaled == pytest.approx(0.603, abs=1e-3)               # tiny-diffusion's T = 50 pitfall
+    for T in (10, 20):            # rescaled by 1000 / T, beta_end reaches 2.0 and 1.0: the signal is erased
+        with pytest.raises(ValueError, match=f"make_schedule: linear with T={T} gives beta up to"):
+            make_schedule("linear", T)
+
+
+@given(st.sampled_from(KINDS), st.integers(2, 60), st.integers(0, 10_000))
+@settings(max_examples=25, deadline=None)
+def test_closed_form_q_equals_iterated_noising_in_mean_and_variance(kind, T, seed):
+    sched = make_schedule(kind, T) if not (kind == "linear" and T < 21) else make_schedule(kind, 21 + T)
+    t = int(np.random.default_rng(seed).integers(0, sched.T))
+    mean, var = 1.0, 0.0                       # x_0 = 1: track the mean and variance of x_t step by step
+    for beta in sched.betas[:t + 1]:
+        mean, var = math.sqrt(1 - beta) * mean, (1 - beta) * var + beta
+    assert mean == pytest.approx(math.sqrt(sched.alpha_bar[t]), rel=1e-12)
+    assert var == pytest.approx(1 - sched.alpha_bar[t], rel=1e-12, abs=1e-15)
+
+
+def test_posterior_mean_via_x0_hat_equals_the_eps_form_at_every_step():
+    rng = np.random.default_rng(0)
+    xt, eps = rng.normal(size=(1000, 3)), rng.normal(size=(1000, 3))
+    t = np.arange(1000)
+    x0_hat = LINEAR.x0_from_eps(xt, t, eps)
+    beta, ab = LINEAR.betas[:, None], LINEAR.alpha_bar[:, None]
+    eps_form = (xt - beta / np.sqrt(1 - ab) * eps) / np.sqrt(1 - beta)      # Algorithm 2's mean
+    np.testing.assert_allclose(LINEAR.posterior_mean(x0_hat, xt, t), eps_form, rtol=1e-9, atol=1e-9)
+    assert LINEAR.posterior_variance[0] == 0.0
+
+
+# --- samplers ------------------------------------------------------------------------------------------
+def test_ddim_timesteps_leading_spacing():
+    assert ddim_timesteps(1000, 10) == [900, 800, 700, 600, 500, 400, 300, 200, 100, 0]
+    assert ddim_timesteps(1000, 5, offset=1) == [801, 601, 401, 201, 1]
+
+
+def test_ddim_variance_reference_values():
+    for (t, s), want in {(420, 400): 0.14771, (980, 960): 0.32460, (487, 486): 0.00979, (999, 998): 0.02}.items():
+        ab_t, ab_s = LINEAR.alpha_bar[t], LINEAR.alpha_bar[s]
+        # the published values have 5 decimals (and come from float32 code): agree to 1.5e-5
+        assert (1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s) == pytest.approx(want, abs=1.5e-5)
+    assert LINEAR.posterior_variance[[0, 487, 999]] == pytest.approx([0, 0.00979, 0.02], abs=1.5e-5)
+
+
+def test_diffusers_ddim_full_loop_without_noise():
+    """diffusers' test_full_loop_no_noise: dummy model x t / (t + 1), 10 DDIM steps, x0 clipped to [-1, 1]."""
+    x = (np.arange(768).reshape(3, 8, 8, 4) / 768).transpose(3, 0, 1, 2)
+    ts = ddim_timesteps(1000, 10)
+    for t, s in zip(ts, ts[1:] + [-1]):
+        x = ddim_step(LINEAR, x, t, s, x * t / (t + 1), clip=1.0)
+    assert np.abs(x).sum() == pytest.approx(172.0067, abs=1e-2) and np.abs(x).mean() == pytest.approx(0.223967, abs=1e-3)
+
+
+def test_ddim_with_eta_one_on_consecutive_steps_is_the_ddpm_posterior():
+    rng = np.random.default_rng(1)
+    x, eps = rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
+    for t in (999, 487, 5, 1):
+        want = LINEAR.posterior_mean(LINEAR.x0_from_eps(x, t, eps), x, t)
+        got = ddim_step(LINEAR, x, t, t - 1, eps, eta=1.0, rng=np.random.default_rng(5))
+        noise = np.random.default_rng(5).standard_normal(x.shape)          # the same draw the step made
+        sigma = math.sqrt(LINEAR.posterior_variance[t])                     # DDPM's "small" variance
+        np.testing.assert_allclose(got - sigma * noise, want, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(ddpm_step(LINEAR, x, t, eps, np.random.default_rng(5)), got, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("sampler, steps", [("ddpm", None), ("ddim", 1000), ("ddim", 50), ("ddim", 7)])
+def test_every_sampler_returns_x0_with_an_oracle_denoiser(sampler, steps):
+    rng = np.random.default_rng(2)
+    x0 = rng.uniform(-1, 1, size=(3, 5))
+    got = sample(oracle(LINEAR, x0), LINEAR, x0.shape, np.random.default_rng(3), sampler, steps)
+    np.testing.assert_allclose(got, x0, rtol=0, atol=1e-9)
+
+
+def test_ddim_eta0_recovers_x0_on_an_arbitrary_subsequence():
+    rng = np.random.default_rng(4)
+    x0, eps = rng.normal(size=(2, 6)), rng.normal(size=(2, 6))
+    seq = [999, 700, 333, 120, 5, -1]
+    x = LINEAR.q_sample(x0, 999, eps)
+    for t, s in zip(seq, seq[1:]):
+        x = ddim_step(LINEAR, x, t, s, oracle(LINEAR, x0)(x, t))
+    np.testing.assert_allclose(x, x0, atol=1e-9)
+
+
+def test_ddim_inversion_then_generation_is_the_identity_with_an_oracle():
+    x0 = np.random.default_rng(5).normal(size=(3, 4))
+    x_T = ddim_invert(oracle(LINEAR, x0), LINEAR, x0, steps=20)
+    back = sample(oracle(LINEAR, x0), LINEAR, x0.shape, None, "ddim", 20, x_T=x_T)
+    np.testing.assert_allclose(back, x0, atol=1e-9)
+
+
+def test_samplers_with_the_optimal_denoiser_of_gaussian_data_draw_that_gaussian():
+    """Data x_0 ~ N(0, c^2): the MMSE noise estimate is E[eps | x_t] = sqrt(1 - ab) x_t / (ab c^2 + 1 - ab).
+    With all 1000 steps DDPM (either variance) and DDIM end with standard deviation c; DDIM with 50 big
+    steps is a coarser discretisation of the same ODE and lands further off (under-dispersed)."""
+    c = 0.5
+
+    def optimal(x, t):
+        ab = LINEAR.alpha_bar[t]
+        return math.sqrt(1 - ab) * x / (ab * c * c + 1 - ab)
+    errors = {}
+    for sampler, steps, variance in (("ddpm", None, "small"), ("ddpm", None, "large"), ("ddim", 1000, "small"),
+                                     ("ddim", 50, "small")):
+        x = sample(optimal, LINEAR, (20_000,), np.random.default_rng(6), sampler, steps, variance=variance)
+        assert abs(x.mean()) < 0.02
+        errors[(sampler, steps, variance)] = abs(x.std() / c - 1)
+    assert max(errors[k] for k in list(errors)[:3]) < 0.015, errors       # 20,000 draws: std's error ~0.5 %
+    assert errors[("ddim", 50, "small")] > errors[("ddim", 1000, "small")]
+
+
+def test_guidance_zero_is_unconditional_and_one_is_conditional():
+    cond, uncond = (lambda x, t: x + 1.0), (lambda x, t: 2 * x)
+    x = np.arange(3.0)
+    assert guided_denoiser(cond, uncond, 0.0)(x, 5).tolist() == uncond(x, 5).tolist()
+    assert guided_denoiser(cond, uncond, 1.0)(x, 5).tolist() == cond(x, 5).tolist()
+    np.testing.assert_allclose(guided_denoiser(cond, uncond, 3.0)(x, 5), uncond(x, 5) + 3 * (cond(x, 5) - uncond(x, 5)))
+
+
+def test_bad_steps_are_named():
+    with pytest.raises(ValueError, match=r"Schedule: t must be integer steps in 0\.\.999"):
+        LINEAR.q_sample(np.zeros(2), 1000, np.zeros(2))
+    with pytest.raises(ValueError, match="ddim_step: the next step s=5 must be below t=5"):
+        ddim_step(LINEAR, np.zeros(2), 5, 5, np.zeros(2))
+    with pytest.raises(ValueError, match="ddim_timesteps: steps=2000 is more than the T=1000"):
+        ddim_timesteps(1000, 2000)

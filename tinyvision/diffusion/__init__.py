@@ -1,0 +1,13 @@
+"""Diffusion, the process and its samplers (Ho et al. 2020; Song et al. 2021; Ho & Salimans 2022).
+
+Read in this order:
+    schedules.py   the forward process: beta schedules, abar, SNR, q(x_t | x_0), the posterior
+    sampling.py    the reverse process: DDPM, DDIM (and its inversion), classifier-free guidance
+Everything here is NumPy float64 math, checked against closed forms and published values in
+tests/test_diffusion.py; the denoising networks that supply eps_hat are models of their own.
+"""
+from .sampling import ddim_invert, ddim_step, ddim_timesteps, ddpm_step, guided_denoiser, sample
+from .schedules import KINDS, Schedule, make_schedule
+
+__all__ = ["KINDS", "Schedule", "ddim_invert", "ddim_step", "ddim_timesteps", "ddpm_step", "guided_denoiser",
+           "make_schedule", "sample"]
