@@ -172,3 +172,37 @@ def test_bad_steps_are_named():
         ddim_step(LINEAR, np.zeros(2), 5, 5, np.zeros(2))
     with pytest.raises(ValueError, match="ddim_timesteps: steps=2000 is more than the T=1000"):
         ddim_timesteps(1000, 2000)
+
+
+# --- the denoiser and its loss ----------------------------------------------------------------------------
+def test_sinusoidal_embedding_formula_and_errors():
+    from tinyvision.diffusion import sinusoidal_embedding
+    emb = sinusoidal_embedding([0, 3, 999], 8)
+    w = 10000.0 ** (-np.arange(4) / 4)
+    np.testing.assert_allclose(emb[1], np.concatenate([np.sin(3 * w), np.cos(3 * w)]), rtol=1e-6)
+    assert emb[0].tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    with pytest.raises(ValueError, match="sinusoidal_embedding: dim must be even"):
+        sinusoidal_embedding([1], 7)
+
+
+def test_mlp_denoiser_learns_the_noise_of_a_point_cloud():
+    from tinyvision.diffusion import MLPDenoiser, as_denoiser, diffusion_loss
+    from tinyvision.optim import AdamW
+    rng = np.random.default_rng(0)
+    data = np.concatenate([rng.normal(-1, 0.05, (500, 2)), rng.normal(1, 0.05, (500, 2))])
+    sched = make_schedule("linear", 50)
+    model = MLPDenoiser(hidden=64, depth=2, seed=0)
+    opt = AdamW(model.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(300):
+        loss = diffusion_loss(model, sched, data[rng.integers(0, len(data), 128)], rng)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-50:]) < 0.6 * np.mean(losses[:20])      # predicting zero scores 1
+    x = sample(as_denoiser(model), sched, (400, 2), np.random.default_rng(1))
+    near = np.minimum(np.abs(x - 1).max(1), np.abs(x + 1).max(1)) < 0.5
+    assert near.mean() > 0.8                                        # the samples land on the two clusters
+    with pytest.raises(ValueError, match=r"MLPDenoiser: x must be \(B, 2\) and t \(B,\)"):
+        model(np.zeros((3, 2), np.float32), np.zeros(2, int))

@@ -1,0 +1,84 @@
+"""Denoisers: networks eps_theta(x_t, t) that estimate the noise in x_t, and the loss that trains them.
+
+Training (Ho et al. 2020, Algorithm 1, "L_simple"): draw x_0 from the data, t uniformly from 0..T-1 and
+eps ~ N(0, I), form x_t = q_sample(x_0, t, eps), and regress the noise:
+    L = mean over the batch and the coordinates of (eps - eps_theta(x_t, t))^2
+The network is told t through a sinusoidal embedding (Vaswani et al. 2017, sec. 3.5, used by DDPM):
+    emb(t) = [sin(t w_0), ..., sin(t w_{h-1}), cos(t w_0), ..., cos(t w_{h-1})],  w_k = 10000^(-k / h),  h = dim / 2
+
+MLPDenoiser, for points in the plane (tiny-diffusion's shape): the input coordinates and the time each
+get a sinusoidal embedding (the coordinates scaled by 25, so that fine detail of the data is visible
+to the network), concatenated, then residual blocks x + GELU(Linear(x)) and a Linear to the data's size.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import ops as F
+from ..checks import check_int, check_number
+from ..nn import Linear, Module, ModuleList
+from ..nn.init import as_rng
+from ..tensor import Tensor, no_grad
+from .schedules import Schedule
+
+__all__ = ["MLPDenoiser", "as_denoiser", "diffusion_loss", "sinusoidal_embedding"]
+
+
+def sinusoidal_embedding(values, dim: int, max_period: float = 10000.0) -> np.ndarray:
+    """(N,) numbers -> (N, dim) float32: sin then cos of values * w_k, w_k = max_period^(-k / (dim / 2))."""
+    dim = check_int("sinusoidal_embedding", "dim", dim, low=2)
+    if dim % 2:
+        raise ValueError(f"sinusoidal_embedding: dim must be even (a sin and a cos per frequency), got {dim}")
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    w = max_period ** (-np.arange(dim // 2) / (dim // 2))
+    angles = values[:, None] * w[None, :]
+    return np.concatenate([np.sin(angles), np.cos(angles)], axis=1).astype(np.float32)
+
+
+class MLPDenoiser(Module):
+    """eps_theta(x, t) for x (B, data_dim) and integer steps t (B,): embeddings, residual GELU blocks, Linear."""
+
+    def __init__(self, data_dim: int = 2, hidden: int = 128, depth: int = 3, emb_dim: int = 32,
+                 input_scale: float = 25.0, *, seed):
+        self.data_dim = check_int("MLPDenoiser", "data_dim", data_dim, low=1)
+        hidden = check_int("MLPDenoiser", "hidden", hidden, low=1)
+        depth = check_int("MLPDenoiser", "depth", depth, low=0)
+        self.emb_dim = check_int("MLPDenoiser", "emb_dim", emb_dim, low=2)
+        if self.emb_dim % 2:
+            raise ValueError(f"MLPDenoiser: emb_dim must be even, got {emb_dim}")
+        self.input_scale = check_number("MLPDenoiser", "input_scale", input_scale, low=0.0, low_open=True)
+        rng = as_rng(seed)
+        self.inp = Linear(self.emb_dim * (self.data_dim + 1), hidden, seed=rng)
+        self.blocks = ModuleList([Linear(hidden, hidden, seed=rng) for _ in range(depth)])
+        self.out = Linear(hidden, self.data_dim, seed=rng)
+
+    def forward(self, x, t):
+        x = x if isinstance(x, Tensor) else Tensor(np.asarray(x, np.float32))
+        t = np.asarray(t)
+        if x.ndim != 2 or x.shape[1] != self.data_dim or t.shape != (x.shape[0],):
+            raise ValueError(f"MLPDenoiser: x must be (B, {self.data_dim}) and t (B,), got {x.shape} and {t.shape}")
+        coords = [sinusoidal_embedding(x.numpy()[:, j] * self.input_scale, self.emb_dim) for j in range(self.data_dim)]
+        h = Tensor(np.concatenate(coords + [sinusoidal_embedding(t, self.emb_dim)], axis=1))
+        h = F.gelu(self.inp(h))
+        for block in self.blocks:
+            h = h + F.gelu(block(h))
+        return self.out(h)
+
+
+def diffusion_loss(model, schedule: Schedule, x0, rng) -> Tensor:
+    """L_simple on a batch x_0 (B, ...): one t and one eps per example; returns the mean squared error."""
+    x0 = np.asarray(x0, dtype=np.float64)
+    t = rng.integers(0, schedule.T, size=len(x0))
+    eps = rng.standard_normal(x0.shape)
+    xt = schedule.q_sample(x0, t, eps)
+    pred = model(Tensor(xt.astype(np.float32)), t)
+    diff = pred - Tensor(eps.astype(np.float32))
+    return F.mean(diff * diff)
+
+
+def as_denoiser(model):
+    """The sampler's view of a trained model: denoise(x, t) -> eps_hat as float64, t one int for the batch."""
+    def denoise(x, t):
+        with no_grad():
+            return model(Tensor(np.asarray(x, np.float32)), np.full(len(x), t)).numpy().astype(np.float64)
+    return denoise
