@@ -44,3 +44,14 @@ def test_judge_gives_probabilities_and_penultimate_features():
     assert probs.shape == (7, 10) and feats.shape == (7, 128) and np.allclose(probs.sum(1), 1)
     with pytest.raises(ValueError, match=r"judge_digits: images must be \(N, 1, 8, 8\)"):
         judge_digits(judge, np.zeros((2, 8, 8)))
+
+
+def test_energy_distance_matches_scipy_in_one_dimension_and_is_zero_for_equal_samples():
+    stats = pytest.importorskip("scipy.stats", reason="SciPy (installed with scikit-learn) is the oracle here")
+    from tinyvision.models.judge import energy_distance
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0, 1, 300), rng.normal(0.5, 2, 400)
+    assert energy_distance(a[:, None], b[:, None]) == pytest.approx(stats.energy_distance(a, b), rel=1e-9)
+    assert energy_distance(a[:, None], a[:, None]) == 0.0
+    with pytest.raises(ValueError, match="energy_distance: two \\(N, d\\) samples"):
+        energy_distance(np.zeros((3, 2)), np.zeros((3, 3)))
