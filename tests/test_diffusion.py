@@ -206,3 +206,36 @@ def test_mlp_denoiser_learns_the_noise_of_a_point_cloud():
     assert near.mean() > 0.8                                        # the samples land on the two clusters
     with pytest.raises(ValueError, match=r"MLPDenoiser: x must be \(B, 2\) and t \(B,\)"):
         model(np.zeros((3, 2), np.float32), np.zeros(2, int))
+
+
+# --- image denoisers ----------------------------------------------------------------------------------------
+def test_dit_blocks_are_the_identity_at_initialisation_and_the_output_starts_at_zero():
+    import tinyvision as tv
+    from tinyvision.diffusion import DiT
+    rng = np.random.default_rng(0)
+    model = DiT(img_size=8, patch_size=2, dim=32, depth=2, heads=4, num_classes=10, seed=0)
+    tokens = tv.Tensor(rng.standard_normal((3, 16, 32)).astype(np.float32))
+    c = model.cond(np.array([0, 10, 99]), np.array([1, 2, 10]))
+    for block in model.blocks:
+        np.testing.assert_array_equal(block(tokens, c).numpy(), tokens.numpy())
+    x = tv.Tensor(rng.standard_normal((3, 1, 8, 8)).astype(np.float32))
+    out = model(x, np.array([0, 10, 99]), np.array([1, 2, 10]))
+    assert out.shape == (3, 1, 8, 8) and not out.numpy().any()
+    out.sum().backward()                                    # zero output, but the zero layers still learn
+    assert np.abs(model.final.weight.grad).max() > 0 and all(b.ada.weight.grad is not None for b in model.blocks)
+
+
+def test_unet_gradients_check_and_the_label_changes_the_output():
+    import tinyvision as tv
+    from tinyvision.diffusion import UNet
+    from tinyvision.gradcheck import gradcheck_module
+    model = UNet(ch=4, heads=2, groups=2, num_classes=3, seed=0).astype(np.float64)
+    x = np.random.default_rng(1).standard_normal((2, 1, 4, 4))
+    t, y = np.array([5, 40]), np.array([0, 3])
+    names = ["inp.weight", "down.weight", "attn.qkv.weight", "up_block.cond.weight", "cond.labels.weight"]
+    gradcheck_module(model, [x], names=names, call=lambda m, xt: m(xt, t, y))
+    a = model(tv.Tensor(x), t, np.array([0, 0])).numpy()
+    b = model(tv.Tensor(x), t, np.array([1, 1])).numpy()
+    assert a.shape == (2, 1, 4, 4) and np.abs(a - b).max() > 1e-6
+    with pytest.raises(ValueError, match=r"UNet: x must be \(B, C, H, W\) with even H and W"):
+        model(tv.Tensor(np.zeros((1, 1, 5, 4))), np.array([1]))

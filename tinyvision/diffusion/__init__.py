@@ -4,12 +4,14 @@ Read in this order:
     schedules.py   the forward process: beta schedules, abar, SNR, q(x_t | x_0), the posterior
     sampling.py    the reverse process: DDPM, DDIM (and its inversion), classifier-free guidance
     denoisers.py   the networks that estimate the noise, the sinusoidal time embedding, L_simple
+    unet.py        image denoisers: a small U-Net, and a DiT whose ViT blocks are conditioned by adaLN-Zero
 Everything here is NumPy float64 math, checked against closed forms and published values in
 tests/test_diffusion.py; the denoising networks that supply eps_hat are models of their own.
 """
 from .denoisers import MLPDenoiser, as_denoiser, diffusion_loss, sinusoidal_embedding
 from .sampling import ddim_invert, ddim_step, ddim_timesteps, ddpm_step, guided_denoiser, sample
 from .schedules import KINDS, Schedule, make_schedule
+from .unet import DiT, UNet
 
-__all__ = ["KINDS", "MLPDenoiser", "Schedule", "as_denoiser", "diffusion_loss", "sinusoidal_embedding", "ddim_invert", "ddim_step", "ddim_timesteps", "ddpm_step", "guided_denoiser",
+__all__ = ["DiT", "KINDS", "MLPDenoiser", "UNet", "Schedule", "as_denoiser", "diffusion_loss", "sinusoidal_embedding", "ddim_invert", "ddim_step", "ddim_timesteps", "ddpm_step", "guided_denoiser",
            "make_schedule", "sample"]

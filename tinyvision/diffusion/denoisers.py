@@ -58,7 +58,8 @@ class MLPDenoiser(Module):
         if x.ndim != 2 or x.shape[1] != self.data_dim or t.shape != (x.shape[0],):
             raise ValueError(f"MLPDenoiser: x must be (B, {self.data_dim}) and t (B,), got {x.shape} and {t.shape}")
         coords = [sinusoidal_embedding(x.numpy()[:, j] * self.input_scale, self.emb_dim) for j in range(self.data_dim)]
-        h = Tensor(np.concatenate(coords + [sinusoidal_embedding(t, self.emb_dim)], axis=1))
+        h = Tensor(np.concatenate(coords + [sinusoidal_embedding(t, self.emb_dim)], axis=1).astype(self.inp.weight.dtype),
+                   device=self.inp.weight.device)
         h = F.gelu(self.inp(h))
         for block in self.blocks:
             h = h + F.gelu(block(h))
