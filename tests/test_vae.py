@@ -152,3 +152,14 @@ def test_mutual_information_gap_is_one_for_a_clean_code_and_near_zero_for_noise_
     assert shared < 0.05 and info["mi"][0].min() > 0.9 * np.log(3)
     with pytest.raises(ValueError, match="mutual_information_gap: the gap needs at least 2 latents"):
         mutual_information_gap(np.zeros((5, 1)), np.zeros((5, 1)))
+
+
+def test_conv_vae_encodes_decodes_and_backpropagates_with_the_shapes_it_promises():
+    model = VAE(image_shape=(3, 8, 12), latent_dim=5, hidden=64, arch="conv", seed=0)
+    x = (np.random.default_rng(0).random((4, 3, 8, 12)) > 0.5).astype(np.float32)
+    mu, logvar = model.encode(tv.Tensor(x))
+    assert mu.shape == logvar.shape == (4, 5)
+    loss, recon, kl = negative_elbo(model, x, np.random.default_rng(1))
+    loss.backward()
+    assert all(p.grad is not None and p.grad.shape == p.shape for p in model.parameters())
+    assert recon > 0 and kl >= 0 and model.decode_mean(mu).shape == (4, 3, 8, 12)
