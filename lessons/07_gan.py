@@ -81,11 +81,11 @@ plt = pyplot()
 
 RING = ring_of_gaussians()                 # PacGAN's ring: 8 modes, radius 1, std 0.01
 N_EVAL = 2500                              # generated samples per evaluation, as in the protocol
-SEEDS = [args.seed + k for k in range(3)]
+SEEDS = [args.seed + k for k in range(1 if QUICK else 3)]   # --quick: one seed, only to run the code
 # The recipe of section 1, found by trying a few on this ring: D twice as wide as G, a large learning rate
 # lowered to 0 along a cosine (the last, small steps sharpen the modes), DCGAN's betas.
 RECIPE = dict(latent_dim=8, g_hidden=128, d_hidden=256, batch_size=128, lr=3e-3, betas=(0.5, 0.999),
-              schedule="cosine", steps=150 if QUICK else 3000)
+              schedule="cosine", steps=60 if QUICK else 3000)
 
 
 def ring_data(n, rng):
@@ -171,7 +171,7 @@ save_figure(fig, args.out, "07_ring_training.png")
 # q: N(0, 0.7^2 I), what a generator that has not found the ring yet might produce.
 P_DATA = ring_of_gaussians(std=0.2)
 Q_FAKE = GaussianMixture2D("q = N(0, 0.7^2 I)", [[0.0, 0.0]], 0.7)
-d_steps = 200 if QUICK else 3000
+d_steps = 80 if QUICK else 3000
 print(f"\n== 2. the optimal discriminator: p = ring with std {P_DATA.std}, q = N(0, {Q_FAKE.std}^2 I); a D of 2x128 "
       f"trained alone for {d_steps} steps")
 rng = np.random.default_rng(args.seed)
@@ -223,7 +223,7 @@ axes[0].scatter(xp[:300, 0], xp[:300, 1], s=1, c="k", alpha=0.4)
 save_figure(fig, args.out, "07_optimal_discriminator.png")
 
 # %% 3. What each generator loss gives G when D is confident
-head_start = 100 if QUICK else 300
+head_start = 40 if QUICK else 300
 print(f"\n== 3. the generator's gradient when D is confident: a fresh G, and a D trained against it for {head_start} steps")
 for l_value in (-8.0, 0.0):
     grads = []
@@ -258,7 +258,7 @@ top_share = {"saturating": float((1 / (1 + np.exp(-top))).sum() / (1 / (1 + np.e
 print(f"  share of the per-sample weights carried by the {len(top)} fakes with the highest logits (5%): saturating "
       f"{top_share['saturating']:.2f}, non-saturating {top_share['non_saturating']:.2f}")
 # Then train from that same start with each loss, the same batches for both.
-race_steps = 50 if QUICK else 600
+race_steps = 20 if QUICK else 600
 race = {}
 for kind in GENERATOR_LOSSES:
     g0.load_state_dict(start_g)
@@ -290,7 +290,7 @@ save_figure(fig, args.out, "07_generator_gradient.png")
 
 # %% 4. Mode collapse, and packing as a remedy
 narrow = 32
-collapse_steps = 150 if QUICK else 2000
+collapse_steps = 60 if QUICK else 2000
 print(f"\n== 4. mode collapse: section 1's recipe with D {narrow} wide instead of {RECIPE['d_hidden']}, {collapse_steps} steps; "
       "then the same with D judging pairs of samples (PacGAN2)")
 spread_data = float(real_points.std(0).mean())
@@ -323,7 +323,7 @@ collapsed_any = med[1]["spread"] < 0.5 * spread_data
 print(f"  without packing the median spread is {med[1]['spread'] / spread_data:.0%} of the data's: "
       + ("the generator has squeezed its samples into a small region, the signature of mode collapse" if collapsed_any
          else "no collapse of the spread in this run"))
-fig, axes = plt.subplots(2, len(SEEDS), figsize=(3.2 * len(SEEDS), 6.4))
+fig, axes = plt.subplots(2, len(SEEDS), figsize=(3.2 * len(SEEDS), 6.4), squeeze=False)
 for row, pack in enumerate((1, 2)):
     for col, seed in enumerate(SEEDS):
         ax, pts, cov = axes[row, col], collapse_samples[pack][col], collapse[pack][col]
@@ -353,7 +353,7 @@ print(f"  judge: accuracy {judge_accuracy:.3f} on the {n_fd} test digits, mean c
 print(f"  the floor: Frechet distance between {n_fd} real training digits and the {n_fd} test digits, over 5 draws: "
       f"{np.mean(floors):.2f} (from {min(floors):.2f} to {max(floors):.2f})")
 
-gan_steps = 100 if QUICK else 1500
+gan_steps = 40 if QUICK else 1500
 DIGIT_GAN = dict(latent_dim=32, width=16)
 rng = np.random.default_rng(args.seed)
 g_digits = DCGANGenerator(DIGIT_GAN["latent_dim"], DIGIT_GAN["width"], seed=rng)
