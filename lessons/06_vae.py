@@ -140,8 +140,12 @@ f_grey = judge_digits(judge, x_test_grey)[1]
 fd_vae_grey, fd_floor_grey = frechet_distance(f_vae, f_grey), frechet_distance(judge_digits(judge, x_grey[:n_samples])[1], f_grey)
 print(f"  the same against the grey (not binarised) test digits, the scale lesson 07's GAN is measured on: "
       f"VAE {fd_vae_grey:.2f}, real grey training digits {fd_floor_grey:.2f}")
-print("  the samples are per-pixel probabilities, averages over every digit a code could be: grey and soft")
-print("  where real digits are binary and sharp, which is what 'a VAE blurs' means here.")
+soft_samples, soft_real = float(((samples > 0.1) & (samples < 0.9)).mean()), float(((x_test > 0.1) & (x_test < 0.9)).mean())
+print(f"  pixels between 0.1 and 0.9 (neither off nor on): {soft_samples:.1%} of the samples', {soft_real:.1%} of the "
+      "binarised test digits'")
+if soft_samples > soft_real:
+    print("  the samples are per-pixel probabilities, averages over every digit a code could be: grey and soft")
+    print("  where real digits are binary and sharp, which is what 'a VAE blurs' means here.")
 
 fig, axes = pyplot().subplots(4, 10, figsize=(10, 4.2))
 for ax, img, p in zip(axes.ravel(), samples, p_vae):

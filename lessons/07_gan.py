@@ -66,6 +66,7 @@ import tinyvision as tv
 from tinyvision import ops as F
 from tinyvision.data import load_digits
 from tinyvision.data.mixtures import GaussianMixture2D, mode_coverage, ring_of_gaussians
+from tinyvision.ops.elementwise import sigmoid_array
 from tinyvision.models.gan import (GENERATOR_LOSSES, DCGANDiscriminator, DCGANGenerator, MLPDiscriminator,
                                    MLPGenerator, discriminator_loss, fit_discriminator, generate, generator_loss,
                                    train_gan)
@@ -239,7 +240,7 @@ z = tv.Tensor(rng.standard_normal((512, RECIPE["latent_dim"])).astype(np.float32
 with tv.no_grad():
     fake_logits = d0(g0(z)).numpy().astype(np.float64)
 print(f"  D's logits on 512 fresh fakes: median {np.median(fake_logits):.2f} (5%-95%: {np.percentile(fake_logits, 5):.2f} to "
-      f"{np.percentile(fake_logits, 95):.2f}); mean D(G(z)) = {np.mean(1 / (1 + np.exp(-fake_logits))):.4f}")
+      f"{np.percentile(fake_logits, 95):.2f}); mean D(G(z)) = {np.mean(sigmoid_array(fake_logits)):.4f}")
 grad_norm = {}
 for kind in GENERATOR_LOSSES:
     g0.zero_grad()
@@ -253,8 +254,8 @@ print("  norm of dL_G / d(G's weights) on those fakes: "
                 verb="gives G a larger gradient than", fmt=".4g") + f" ({ratio:.0f}x)")
 # Where each loss's gradient comes from: per sample it is weighted by sigma(l) (saturating) or sigma(-l).
 top = np.sort(fake_logits)[::-1][:max(1, len(fake_logits) // 20)]           # the 5% of fakes D is least sure of
-top_share = {"saturating": float((1 / (1 + np.exp(-top))).sum() / (1 / (1 + np.exp(-fake_logits))).sum()),
-             "non_saturating": float((1 / (1 + np.exp(top))).sum() / (1 / (1 + np.exp(fake_logits))).sum())}
+top_share = {"saturating": float(sigmoid_array(top).sum() / sigmoid_array(fake_logits).sum()),
+             "non_saturating": float(sigmoid_array(-top).sum() / sigmoid_array(-fake_logits).sum())}
 print(f"  share of the per-sample weights carried by the {len(top)} fakes with the highest logits (5%): saturating "
       f"{top_share['saturating']:.2f}, non-saturating {top_share['non_saturating']:.2f}")
 # Then train from that same start with each loss, the same batches for both.
@@ -278,8 +279,8 @@ if race["saturating"]["modes_covered"] < race["non_saturating"]["modes_covered"]
           f"{top_share['non_saturating']:.0%} for the non-saturating loss)")
 curve = np.linspace(-10, 5, 301)
 fig, ax = plt.subplots(figsize=(6.5, 3.8))
-ax.plot(curve, -1 / (1 + np.exp(curve)), label="non-saturating: -sigma(-l)")
-ax.plot(curve, -1 / (1 + np.exp(-curve)), label="saturating: -sigma(l)")
+ax.plot(curve, -sigmoid_array(-curve), label="non-saturating: -sigma(-l)")
+ax.plot(curve, -sigmoid_array(curve), label="saturating: -sigma(l)")
 ax2 = ax.twinx()
 ax2.hist(fake_logits, bins=40, color="grey", alpha=0.35)
 ax2.set(ylabel="fakes (count)")

@@ -58,7 +58,9 @@ def test_scaled_linear_keeps_its_known_terminal_signal_and_unscaled_short_linear
 @given(st.sampled_from(KINDS), st.integers(2, 60), st.integers(0, 10_000))
 @settings(max_examples=25, deadline=None)
 def test_closed_form_q_equals_iterated_noising_in_mean_and_variance(kind, T, seed):
-    sched = make_schedule(kind, T) if not (kind == "linear" and T < 21) else make_schedule(kind, 21 + T)
+    if kind == "linear" and T < 21:      # rescaled by 1000 / T, a linear schedule this short has beta >= 1
+        T += 21                          # and is refused (tested below); draw a length it accepts
+    sched = make_schedule(kind, T)
     t = int(np.random.default_rng(seed).integers(0, sched.T))
     mean, var = 1.0, 0.0                       # x_0 = 1: track the mean and variance of x_t step by step
     for beta in sched.betas[:t + 1]:

@@ -72,7 +72,6 @@ def test_a_discriminator_that_says_one_half_everywhere_scores_2_ln_2(real_shape,
     for dtype in (np.float32, np.float64):
         loss = discriminator_loss(tv.Tensor(np.zeros(real_shape), dtype=dtype), tv.Tensor(np.zeros(fake_shape), dtype=dtype))
         assert loss.item() == pytest.approx(2 * math.log(2), rel=1e-6)
-    assert round(2 * math.log(2), 3) == 1.386
 
 
 def test_the_discriminator_loss_gradients_are_the_two_halves_of_the_binary_cross_entropy():

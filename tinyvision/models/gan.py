@@ -266,6 +266,7 @@ def generate(generator, n: int, *, seed, batch_size: int = 1024) -> np.ndarray:
     """n samples G(z), z ~ N(0, I) drawn from `seed`, as a NumPy array (no graph is recorded).
     The generator is used in the mode it is in (train or eval)."""
     n = check_int("generate", "n", n, low=1)
+    batch_size = check_int("generate", "batch_size", batch_size, low=1)
     rng = as_rng(seed)
     z = rng.standard_normal((n, generator.latent_dim)).astype(_dtype_of(generator))
     with no_grad():
@@ -279,7 +280,8 @@ def _dtype_of(module) -> np.dtype:
 
 
 def _real_sampler(real, where: str = "train_gan", name: str = "real"):
-    """f(n, rng) -> a batch: a callable is used as it is; an array is sampled without replacement."""
+    """f(n, rng) -> a batch: a callable is used as it is; an array is sampled without replacement within a
+    batch (with replacement when it has fewer rows than the batch); each batch is an independent draw."""
     if callable(real):
         return real
     data = np.asarray(real)

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..checks import check_int
+from ..checks import check_int, check_probability
+from ..ops.reduce import softmax_array
 from ..tensor import Tensor, no_grad
 from .cnn import SmallCNN
 
@@ -45,8 +46,7 @@ def judge_digits(judge, images, batch_size: int = 512) -> tuple:
             for layer in judge[:-1]:                    # every layer but the classifier
                 h = layer(h)
             logits = judge[-1](h).numpy().astype(np.float64)
-            e = np.exp(logits - logits.max(axis=1, keepdims=True))
-            probs.append(e / e.sum(axis=1, keepdims=True))
+            probs.append(softmax_array(logits, 1))
             feats.append(h.numpy().astype(np.float64))
     if not probs:
         return np.zeros((0, 10)), np.zeros((0, judge[-1].weight.shape[0]))
@@ -56,6 +56,7 @@ def judge_digits(judge, images, batch_size: int = 512) -> tuple:
 def class_coverage(probs, min_share: float = 0.02) -> dict:
     """Which classes the samples hit: a class counts as present when at least `min_share` of the samples
     are judged to be it (argmax); also the mean confidence (max probability) and the predicted shares."""
+    min_share = check_probability("class_coverage", "min_share", min_share)
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or len(probs) == 0:
         raise ValueError(f"class_coverage: probs must be (N, classes) with N >= 1, got shape {probs.shape}")
@@ -98,6 +99,7 @@ def energy_distance(a, b, max_points: int = 2000, seed: int = 0) -> float:
     a, b = (np.asarray(p, dtype=np.float64) for p in (a, b))
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or not len(a) or not len(b):
         raise ValueError(f"energy_distance: two (N, d) samples with the same d and N >= 1, got {a.shape} and {b.shape}")
+    max_points = check_int("energy_distance", "max_points", max_points, low=2)
     rng = np.random.default_rng(seed)
     a, b = (p[rng.choice(len(p), max_points, replace=False)] if len(p) > max_points else p for p in (a, b))
 

@@ -19,7 +19,7 @@ Shapes: x (B, D) with D = C H W (images are flattened), mu and logvar (B, L), z 
   Both are SUMMED over pixels, like the KL: averaging one and summing the other weights the KL by D
   and blurs the model (the pytorch/examples bug, models.md section 5).
 - beta-VAE (Higgins et al. 2017): reconstruction + beta KL; beta > 1 presses q towards the prior.
-- IWAE bound (Burda et al. 2016): log (1/k) sum_i p(x, z_i) / q(z_i|x), z_i ~ q; k = 1 is the ELBO and
+- IWAE bound (Burda et al. 2016, eq. 8): E_{z_1..z_k ~ q}[log (1/k) sum_i p(x, z_i) / q(z_i|x)]; k = 1 is the ELBO and
   the bound tightens towards log p(x) as k grows: the number to report as the model's log-likelihood.
 - Active units (Burda et al. 2016): latent j is active when Var_x(E_q[z_j | x]) > 0.01; a unit the
   encoder ignores (posterior collapse) carries no information about x.
@@ -76,11 +76,11 @@ def _diag_gaussian_log_density(z, mu, logvar):
 
 # --- the model ---------------------------------------------------------------------------------------------
 class VAE(Module):
-    """Encoder -> (mu, logvar) -> z -> decoder, for images (B, C, H, W) or vectors (B, D).
+    """Encoder -> (mu, logvar) -> z -> decoder, for images (B, C, H, W) (flattened to D = C H W inside).
 
     arch="mlp": x (D) -> Linear -> ReLU -> hidden -> two Linear heads mu, logvar (L each); the decoder
         mirrors it, L -> hidden -> ReLU -> D (the pytorch/examples VAE, 784-400-20, scaled down).
-    arch="conv" (images of side divisible by 4): two stride-2 3x3 convs (1 -> w -> 2w channels, side / 4),
+    arch="conv" (images of side divisible by 4): two stride-2 3x3 convs (C -> w -> 2w channels, w = hidden // 16; side / 4),
         flatten, the two heads; the decoder a Linear back to (2w, side/4, side/4) and two stride-2
         4x4 transposed convs (padding 1: each doubles the side).
     The decoder outputs logits (bernoulli likelihood) or means (gaussian); `decode_mean` gives the
@@ -163,6 +163,7 @@ def negative_elbo(model: VAE, x, rng, beta: float = 1.0) -> tuple:
     """(loss, reconstruction, kl): loss = mean over the batch of -log p(x|z) + beta KL, one z per image;
     reconstruction and kl are the batch means in nats (floats), for logging."""
     beta = check_number("negative_elbo", "beta", beta, low=0.0)
+    rng = as_rng(rng)
     x = model._images(x)
     eps = rng.standard_normal((x.shape[0], model.latent_dim)).astype(x.dtype)
     decoded, mu, logvar, _ = model(x, eps)
@@ -178,6 +179,8 @@ def iwae_bound(model: VAE, x, k: int, rng, batch_size: int = 256) -> np.ndarray:
         log (1/k) sum_i exp(log p(x|z_i) + log p(z_i) - log q(z_i|x))
     summed stably (log-sum-exp). k = 1 is an unbiased one-sample ELBO; larger k is a tighter bound."""
     k = check_int("iwae_bound", "k", k, low=1)
+    batch_size = check_int("iwae_bound", "batch_size", batch_size, low=1)
+    rng = as_rng(rng)
     x = np.asarray(x.data if isinstance(x, Tensor) else x)
     out = []
     with no_grad():
@@ -200,6 +203,7 @@ def iwae_bound(model: VAE, x, k: int, rng, batch_size: int = 256) -> np.ndarray:
 def active_units(model: VAE, x, threshold: float = 0.01) -> tuple:
     """(number of active latents, per-latent Var_x(mu_j(x))): a latent is active when the encoder's mean
     for it varies across the data by more than `threshold` (Burda et al. 2016 use 0.01)."""
+    threshold = check_number("active_units", "threshold", threshold, low=0.0)
     with no_grad():
         mu, _ = model.encode(Tensor(np.asarray(x)))
     variance = mu.numpy().astype(np.float64).var(axis=0)
