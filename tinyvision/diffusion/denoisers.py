@@ -3,8 +3,9 @@
 Training (Ho et al. 2020, Algorithm 1, "L_simple"): draw x_0 from the data, t uniformly from 0..T-1 and
 eps ~ N(0, I), form x_t = q_sample(x_0, t, eps), and regress the noise:
     L = mean over the batch and the coordinates of (eps - eps_theta(x_t, t))^2
-The network is told t through a sinusoidal embedding (Vaswani et al. 2017, sec. 3.5, used by DDPM):
+The network is told t through a sinusoidal embedding (Vaswani et al. 2017, sec. 3.5):
     emb(t) = [sin(t w_0), ..., sin(t w_{h-1}), cos(t w_0), ..., cos(t w_{h-1})],  w_k = 10000^(-k / h),  h = dim / 2
+(diffusers' get_timestep_embedding with downscale_freq_shift = 0; DDPM's own code divides by h - 1.)
 
 MLPDenoiser, for points in the plane (tiny-diffusion's shape): the input coordinates and the time each
 get a sinusoidal embedding (the coordinates scaled by 25, so that fine detail of the data is visible
@@ -27,6 +28,7 @@ __all__ = ["MLPDenoiser", "as_denoiser", "diffusion_loss", "sinusoidal_embedding
 def sinusoidal_embedding(values, dim: int, max_period: float = 10000.0) -> np.ndarray:
     """(N,) numbers -> (N, dim) float32: sin then cos of values * w_k, w_k = max_period^(-k / (dim / 2))."""
     dim = check_int("sinusoidal_embedding", "dim", dim, low=2)
+    max_period = check_number("sinusoidal_embedding", "max_period", max_period, low=0.0, low_open=True)
     if dim % 2:
         raise ValueError(f"sinusoidal_embedding: dim must be even (a sin and a cos per frequency), got {dim}")
     values = np.asarray(values, dtype=np.float64).reshape(-1)
@@ -73,6 +75,8 @@ def diffusion_loss(model, schedule: Schedule, x0, rng) -> Tensor:
     eps = rng.standard_normal(x0.shape)
     xt = schedule.q_sample(x0, t, eps)
     pred = model(Tensor(xt.astype(np.float32)), t)
+    if pred.shape != x0.shape:
+        raise ValueError(f"diffusion_loss: the model returned shape {pred.shape}, expected the data's {x0.shape}")
     diff = pred - Tensor(eps.astype(np.float32))
     return F.mean(diff * diff)
 

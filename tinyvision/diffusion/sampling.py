@@ -47,9 +47,12 @@ def _x0_hat(schedule, x, t, eps, clip):
 
 
 def ddpm_step(schedule: Schedule, x, t: int, eps, rng, clip: float | None = None, variance: str = "small"):
-    """x_{t-1} from x_t (see the module docstring); variance "small" (var_post) or "large" (beta_t, with
-    var_post[1] at t = 0 as in the reference repos, though no noise is added there)."""
+    """x_{t-1} from x_t (see the module docstring); variance "small" (var_post) or "large" (beta_t);
+    no noise is added at t = 0."""
     variance = check_choice("ddpm_step", "variance", variance, ("small", "large"))
+    t = check_int("ddpm_step", "t", t, low=0)
+    if t > 0 and rng is None:
+        raise ValueError("ddpm_step: every step but the last draws noise; pass rng")
     x0 = _x0_hat(schedule, x, t, eps, clip)
     mean = schedule.posterior_mean(x0, x, t)
     if t == 0:
@@ -80,21 +83,37 @@ def sample(denoise, schedule: Schedule, shape, rng, sampler: str = "ddpm", steps
     """Draw x_0 from x_T ~ N(0, I) (or the given x_T): "ddpm" through all T steps, "ddim" through
     `steps` of them (ddim_timesteps, default all T)."""
     sampler = check_choice("sample", "sampler", sampler, ("ddpm", "ddim"))
-    x = rng.standard_normal(shape) if x_T is None else np.array(x_T, dtype=np.float64)
+    if sampler == "ddpm" and steps is not None:
+        raise ValueError("sample: DDPM takes every one of the T steps; `steps` is for sampler='ddim'")
+    if x_T is None:
+        if rng is None:
+            raise ValueError("sample: x_T ~ N(0, I) is drawn from rng; pass rng (or x_T)")
+        x = rng.standard_normal(shape)
+    else:
+        x = np.array(x_T, dtype=np.float64)
+        wanted = tuple(int(n) for n in np.atleast_1d(shape))
+        if x.shape != wanted:
+            raise ValueError(f"sample: x_T has shape {x.shape}, expected {wanted}")
+
+    def eps_at(x, t):
+        eps = np.asarray(denoise(x, t))
+        if eps.shape != x.shape:
+            raise ValueError(f"sample: denoise(x, t={t}) returned shape {eps.shape}, expected x's shape {x.shape}")
+        return eps
     if sampler == "ddpm":
         for t in range(schedule.T - 1, -1, -1):
-            x = ddpm_step(schedule, x, t, denoise(x, t), rng, clip, variance)
+            x = ddpm_step(schedule, x, t, eps_at(x, t), rng, clip, variance)
         return x
-    ts = ddim_timesteps(schedule.T, steps or schedule.T)
+    ts = ddim_timesteps(schedule.T, schedule.T if steps is None else steps)
     for t, s in zip(ts, ts[1:] + [-1]):
-        x = ddim_step(schedule, x, t, s, denoise(x, t), eta, rng, clip)
+        x = ddim_step(schedule, x, t, s, eps_at(x, t), eta, rng, clip)
     return x
 
 
 def ddim_invert(denoise, schedule: Schedule, x0, steps: int | None = None):
     """Deterministic DDIM run from x_0 up to the last of `steps` steps: the x_T that DDIM (eta = 0) maps
     back to x_0 (exactly with an oracle denoiser; approximately with a learned one)."""
-    ts = ddim_timesteps(schedule.T, steps or schedule.T)[::-1]          # ascending
+    ts = ddim_timesteps(schedule.T, schedule.T if steps is None else steps)[::-1]          # ascending
     x = np.array(x0, dtype=np.float64)
     x0_hat, eps = x, None
     for i, t in enumerate(ts):

@@ -100,7 +100,8 @@ def make_schedule(kind: str = "linear", T: int = 1000, *, beta_start: float | No
                   beta_end: float | None = None, s: float = 0.008, max_beta: float = 0.999) -> Schedule:
     """A noise schedule of T steps.
 
-    linear (Ho et al. 2020): betas = linspace(1e-4, 0.02, T) scaled by 1000 / T at both ends, so that any
+    linear (Ho et al. 2020; the 1000 / T scaling is improved-diffusion's get_named_beta_schedule, Nichol &
+        Dhariwal 2021): betas = linspace(1e-4, 0.02, T) scaled by 1000 / T at both ends, so that any
         T adds about the noise of DDPM's T = 1000 (abar_T = 4.0e-5 at T = 1000, 7.7e-6 at T = 50). Unscaled,
         T = 50 would leave abar_T = 0.603: 78 % of the signal's scale, yet sampling starts from N(0, I).
     cosine (Nichol & Dhariwal 2021, eq. 17): abar(t) = f(t) / f(0), f(t) = cos^2(((t / T + s) / (1 + s)) pi / 2),
@@ -112,6 +113,8 @@ def make_schedule(kind: str = "linear", T: int = 1000, *, beta_start: float | No
     kind = check_choice("make_schedule", "kind", kind, KINDS)
     T = check_int("make_schedule", "T", T, low=1)
     if kind == "cosine":
+        if beta_start is not None or beta_end is not None:
+            raise ValueError("make_schedule: the cosine schedule has no beta_start / beta_end (it is set by s and max_beta)")
         s = check_number("make_schedule", "s", s, low=0.0)
         max_beta = check_number("make_schedule", "max_beta", max_beta, low=0.0, high=1.0, low_open=True)
         steps = np.arange(T + 1, dtype=np.float64)
@@ -122,6 +125,8 @@ def make_schedule(kind: str = "linear", T: int = 1000, *, beta_start: float | No
     default = {"linear": (1e-4, 0.02), "scaled_linear": (0.00085, 0.012)}[kind]
     lo = check_number("make_schedule", "beta_start", default[0] if beta_start is None else beta_start, low=0.0)
     hi = check_number("make_schedule", "beta_end", default[1] if beta_end is None else beta_end, low=0.0)
+    if lo > hi:
+        raise ValueError(f"make_schedule: beta_start {lo} is above beta_end {hi}; noise is added in growing steps")
     if kind == "linear":
         scale = 1000 / T
         betas = np.linspace(lo * scale, hi * scale, T)

@@ -46,6 +46,8 @@ class _Conditioning(Module):
         self.labels = Embedding(num_classes + 1, dim, seed=rng) if num_classes else None
 
     def forward(self, t, y=None):
+        if y is not None and self.labels is None:
+            raise ValueError("a class label y was given to a model built without num_classes (unconditional)")
         emb = sinusoidal_embedding(t, self.dim).astype(self.fc1.weight.dtype)    # the model's dtype
         c = self.fc2(F.silu(self.fc1(Tensor(emb, device=self.fc1.weight.device))))
         if self.labels is not None:
@@ -92,6 +94,8 @@ class UNet(Module):
     def forward(self, x, t, y=None):
         if x.ndim != 4 or x.shape[2] % 2 or x.shape[3] % 2:
             raise ValueError(f"UNet: x must be (B, C, H, W) with even H and W, got shape {x.shape}")
+        if np.shape(t) != (x.shape[0],):
+            raise ValueError(f"UNet: t must hold one step per image, shape ({x.shape[0]},), got {np.shape(t)}")
         c = self.cond(t, y)
         skip = self.down_block(self.inp(x), c)                          # (B, ch, H, W)
         h = self.mid_block(self.down(skip), c)                          # (B, 2ch, H/2, W/2)
@@ -140,6 +144,8 @@ class DiT(Module):
         self.dim, self.patch_size, self.in_chans = dim, patch_size, in_chans
 
     def forward(self, x, t, y=None):
+        if np.shape(t) != (x.shape[0],):
+            raise ValueError(f"DiT: t must hold one step per image, shape ({x.shape[0]},), got {np.shape(t)}")
         c = self.cond(t, y)
         h = self.patch(x) + self.pos
         for block in self.blocks:

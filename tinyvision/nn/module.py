@@ -94,11 +94,7 @@ class Module:
 
     def named_parameters(self, prefix: str = ""):
         """(dotted name, Parameter) for every parameter in this module and below, each once."""
-        seen = set()
-        for name, p in self._walk_parameters(prefix):
-            if id(p) not in seen:  # a shared (tied) weight is listed once, under its first name
-                seen.add(id(p))
-                yield name, p
+        return _first_names(self._walk_parameters(prefix))
 
     def _walk_parameters(self, prefix, kind=None):
         kind = kind or Parameter
@@ -111,11 +107,7 @@ class Module:
 
     def named_buffers(self, prefix: str = ""):
         """(dotted name, Buffer) for every buffer in this module and below, each once."""
-        seen = set()
-        for name, b in self._walk_parameters(prefix, Buffer):
-            if id(b) not in seen:
-                seen.add(id(b))
-                yield name, b
+        return _first_names(self._walk_parameters(prefix, Buffer))
 
     def named_state(self):
         """Every parameter, then every buffer: what state_dict() saves and load_state_dict() fills."""
@@ -268,6 +260,15 @@ class Module:
         if not lines:
             return head + ")" if self.extra_repr() or not own else head + ", ".join(own) + ")"
         return head + "\n  " + "\n  ".join(lines) + "\n)"
+
+
+def _first_names(pairs):
+    """(name, tensor) pairs with each tensor once: a shared (tied) tensor keeps its first name."""
+    seen = set()
+    for name, t in pairs:
+        if id(t) not in seen:
+            seen.add(id(t))
+            yield name, t
 
 
 def _numeric_array(value, dtype) -> tuple:
