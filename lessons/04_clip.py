@@ -56,8 +56,8 @@ import time
 import numpy as np
 
 import tinyvision as tv
-from tinyvision.data import (COLORS, COUNT_WORDS, DEFAULT_HELD_OUT, SHAPES, captioned_shapes, count_probe,
-                             side_probe, tiny_probe)
+from tinyvision.data import (COLORS, DEFAULT_HELD_OUT, SHAPES, captioned_shapes, count_probe, partial_caption,
+                             side_probe, tiny_probe, unique_caption_batches)
 from tinyvision.models import CLIP
 from tinyvision.models.contrastive import clamp_logit_scale, clip_loss, siglip_bias_init, siglip_loss
 from tinyvision.models.retrieval import recall_at_k, similarity_matrix, zero_shot_predict, zero_shot_weights
@@ -88,25 +88,9 @@ def captioned_set(n, seed, split, combos):
 
 
 
-def partial_caption(a: dict, rng: np.random.Generator, p_drop: float = P_DROP) -> str:
-    """The caption of a scene with each of size, colour and side left out with probability p_drop.
-
-    Web captions mention some of what a picture shows, never all of it; that is what lets CLIP
-    read a short prompt ("a circle") as the sum of its words. Trained on complete captions only,
-    our towers would give every full caption its own point and a shorter phrase no sensible place.
-    The shape noun (and for several objects the count) is always kept.
-    """
-    words = [w for w in (a["size"], a["color"]) if rng.random() >= p_drop]
-    if a["count"] > 1:
-        return " ".join([COUNT_WORDS[a["count"]], *words, a["shape"] + "s"])
-    noun = " ".join([*words, a["shape"]])
-    place = f" on the {a['side']}" if a["side"] in ("left", "right") and rng.random() >= p_drop else ""
-    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}{place}"
-
-
 x_train, _, attr_train = captioned_set(n_train, args.seed, "train", "seen")
 rng_caption = np.random.default_rng((args.seed, 44))
-cap_train = [partial_caption(a, rng_caption) for a in attr_train]
+cap_train = [partial_caption(a, rng_caption, P_DROP) for a in attr_train]
 # the test set: single small or large objects, every colour-shape pair including the held-out ones,
 # with complete captions
 x_test, cap_test, attr_test = captioned_shapes(n_test, CANVAS, seed=args.seed + 2, split="test", combos="all",
@@ -120,25 +104,6 @@ print(f"== 1. data: {n_train} training pairs, {n_test} test pairs, {len(set(cap_
 for c in cap_train[:4]:
     print(f"  {c!r:40s} -> {tokenizer.encode(c)}")
 print(f"  held out of training: {', '.join(f'{c} {s}' for c, s in DEFAULT_HELD_OUT)}")
-
-
-def unique_caption_batches(captions, batch_size, rng):
-    """Shuffled batches in which no caption appears twice.
-
-    The contrastive loss treats every other caption in the batch as a wrong answer; two images
-    with the same caption would each be told the other's caption is wrong (a false negative).
-    """
-    order = list(rng.permutation(len(captions)))
-    while order:
-        batch, seen, rest = [], set(), []
-        for i in order:
-            if len(batch) < batch_size and captions[i] not in seen:
-                batch.append(i)
-                seen.add(captions[i])
-            else:
-                rest.append(i)
-        yield np.array(batch)
-        order = rest
 
 
 def make_model(loss: str, seed: int) -> CLIP:

@@ -23,7 +23,7 @@ import shlex
 import sys
 from pathlib import Path
 
-__all__ = ["accuracy_margin", "compare", "digit_judge", "one_blas_thread", "parse_args", "progress", "pyplot", "save_figure",
+__all__ = ["accuracy_margin", "cached_model", "compare", "digit_judge", "one_blas_thread", "parse_args", "progress", "pyplot", "save_figure",
            "ticking", "trend"]
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "out"
@@ -157,28 +157,41 @@ def ticking(bar, augment=None):
     return augment_and_tick
 
 
-def digit_judge(out_dir, epochs: int = 30, seed: int = 0):
-    """The digit judge of tinyvision.models.judge, trained once and cached as out_dir/digit_judge.npz.
+def cached_model(out_dir, name: str, model, train):
+    """`model` with the weights saved in out_dir/name, or, when that file is missing, damaged or from
+    another architecture, after train(model), which are then saved there. Returns (model, loaded).
 
-    Lessons 06 (VAE) and 07 (GAN) score their samples with the same judge, so that their numbers
-    compare. A cache that is missing, damaged or from another architecture is retrained and rewritten.
+    Lessons share trained models this way (the digit judge of 06, 07 and 08; the CLIP, VAE and
+    denoiser of 08b), so a second run skips their training. Delete the file to train afresh.
     """
     from tinyvision.io import load_checkpoint, save_checkpoint
-    from tinyvision.models import SmallCNN
-    from tinyvision.models.judge import train_digit_judge
-    path = Path(out_dir) / f"digit_judge_e{epochs}_s{seed}.npz"
-    judge = SmallCNN(img_size=8, seed=seed)
+    path = Path(out_dir) / name
     try:
-        load_checkpoint(path, judge)
-        print(f"digit judge: loaded {path}")
-        return judge.eval()
+        load_checkpoint(path, model)
+        print(f"{name}: loaded from {path}")
+        return model, True
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    judge = train_digit_judge(epochs=epochs, seed=seed)
+    train(model)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(path, judge)
-    print(f"digit judge: trained ({epochs} epochs) and saved to {path}")
-    return judge
+    save_checkpoint(path, model)
+    print(f"{name}: trained and saved to {path}")
+    return model, False
+
+
+def digit_judge(out_dir, epochs: int = 30, seed: int = 0):
+    """The digit judge of tinyvision.models.judge, trained once and cached as out_dir/digit_judge_e{epochs}_s{seed}.npz.
+
+    Lessons 06 (VAE), 07 (GAN) and 08 (diffusion) score their samples with the same judge, so that
+    their numbers compare.
+    """
+    from tinyvision.models import SmallCNN
+    from tinyvision.models.judge import train_digit_judge
+
+    def train(model):
+        model.load_state_dict(train_digit_judge(epochs=epochs, seed=seed).state_dict())
+    judge, _ = cached_model(out_dir, f"digit_judge_e{epochs}_s{seed}.npz", SmallCNN(img_size=8, seed=seed), train)
+    return judge.eval()
 
 
 def one_blas_thread() -> bool:

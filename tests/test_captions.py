@@ -4,6 +4,7 @@ Each caption is parsed back with a regular expression and compared with the scen
 the probes' answers are checked against the pixels (the colour, the side of the mass centre, the
 number of blobs, the area of a 4-pixel shape), not against the attributes they were written from.
 """
+import math
 import re
 
 import numpy as np
@@ -200,3 +201,33 @@ def test_probes_are_determined_by_the_seed_and_can_avoid_held_out_combos():
         _, candidates, correct = probe(40, seed=12, held_out_combos=DEFAULT_HELD_OUT)
         said = [parse(options[k]) for options, k in zip(candidates, correct)]
         assert not {(p["color"], p["shape"]) for p in said} & set(DEFAULT_HELD_OUT), probe.__name__
+
+
+def test_partial_captions_keep_the_noun_and_drop_each_detail_at_its_rate():
+    from tinyvision.data import partial_caption
+    _, _, attributes = captioned_shapes(400, 16, seed=6, colors=("red", "blue"), sizes=("small", "large"))
+    assert {a["color"] for a in attributes} == {"red", "blue"}
+    rng = np.random.default_rng(0)
+    full = [partial_caption(a, rng, 0.0) for a in attributes]
+    assert full == [caption(a) for a in attributes]
+    rng = np.random.default_rng(1)
+    dropped = [partial_caption(a, rng, 0.3) for a in attributes]
+    for a, text in zip(attributes, dropped):
+        assert a["shape"] in text and all(word in caption(a) for word in text.split())
+        assert text.startswith("an " if text.split()[1][0] in "aeiou" else "a ")
+    kept_colour = np.mean([a["color"] in text for a, text in zip(attributes, dropped)])
+    assert abs(kept_colour - 0.7) < 4 * math.sqrt(0.21 / len(attributes))
+    assert [partial_caption(a, 5, 1.0) for a in attributes[:3]] == [f"a {a['shape']}" for a in attributes[:3]]
+    with pytest.raises(ValueError, match="partial_caption: p_drop must be a probability in \\[0, 1\\], got 1.5"):
+        partial_caption(attributes[0], rng, 1.5)
+
+
+def test_unique_caption_batches_cover_every_index_once_without_a_repeated_caption():
+    from tinyvision.data import unique_caption_batches
+    captions = ["a", "b", "a", "c", "a", "b", "d"]
+    batches = list(unique_caption_batches(captions, 3, np.random.default_rng(0)))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(7))
+    for batch in batches:
+        assert 1 <= len(batch) <= 3 and len({captions[i] for i in batch}) == len(batch)
+    with pytest.raises(ValueError, match="unique_caption_batches: batch_size must be an integer >= 1, got 0"):
+        list(unique_caption_batches(captions, 0, np.random.default_rng(0)))

@@ -320,3 +320,32 @@ def test_random_shift_moves_each_image_by_at_most_k_and_keeps_content():
     assert len({(r, c) for _, r, c in where}) > 10        # shifts really vary
     np.testing.assert_array_equal(out[:, 0], out[:, 1])    # channels move together
     np.testing.assert_array_equal(random_shift(x, np.random.default_rng(0), 0), x)
+
+
+@given(shape=st.sampled_from(SHAPES), color=st.sampled_from(sorted(COLORS)), canvas=st.sampled_from([16, 24, 32]),
+       size=st.integers(4, 16), fx=st.floats(0, 1), fy=st.floats(0, 1))
+def test_read_object_returns_what_was_drawn(shape, color, canvas, size, fx, fy):
+    from tinyvision.data import read_object
+    size = min(size, canvas // 2)
+    lo, hi = size / 2, canvas - size / 2
+    cx, cy = round(lo + fx * (hi - lo)), round(lo + fy * (hi - lo))      # integer centres
+    if size % 2:
+        cx, cy = cx + 0.5 if cx + 0.5 <= hi else cx - 0.5, cy + 0.5 if cy + 0.5 <= hi else cy - 0.5
+    spec = SceneSpec((ObjectSpec(shape, color, size, (cx, cy)),), canvas)
+    image = make_scene(spec)
+    got = read_object(image)
+    assert got is not None
+    want = spec.objects[0].attributes(canvas)
+    assert (got["shape"], got["color"], got["side"]) == (shape, color, want["side"])
+    box = shape_mask(shape, (cx, cy), size, canvas)
+    assert got["size_px"] == max(np.ptp(np.nonzero(box)[0]), np.ptp(np.nonzero(box)[1])) + 1
+
+
+def test_read_object_on_noise_and_bad_input():
+    from tinyvision.data import read_object
+    assert read_object(np.zeros((3, 8, 8))) is None
+    speck = np.zeros((3, 8, 8))
+    speck[0, 2, 2:4] = 1
+    assert read_object(speck) is None                   # 2 pixels: not an object
+    with pytest.raises(ValueError, match=r"read_object: image must be \(3, H, W\), got shape \(8, 8\)"):
+        read_object(np.zeros((8, 8)))

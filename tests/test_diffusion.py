@@ -272,3 +272,66 @@ def test_sampler_and_model_shape_mistakes_are_named():
         unconditional(tv.Tensor(np.zeros((1, 1, 4, 4), np.float32)), np.array([1]), np.array([3]))
     with pytest.raises(ValueError, match=r"UNet: t must hold one step per image, shape \(1,\), got \(2,\)"):
         unconditional(tv.Tensor(np.zeros((1, 1, 4, 4), np.float32)), np.array([1, 2]))
+
+
+def test_dit_with_a_context_vector_the_zero_vector_is_no_caption_and_dropout_sets_it():
+    import tinyvision as tv
+    from tinyvision.diffusion import DiT
+    from tinyvision.gradcheck import gradcheck_module
+    rng = np.random.default_rng(0)
+    model = DiT(img_size=4, patch_size=1, in_chans=2, dim=8, depth=1, heads=2, context_dim=5, seed=0)
+    for block in model.blocks:                              # leave adaLN-Zero, so that the context matters
+        block.ada.weight.data[...] = rng.standard_normal(block.ada.weight.shape).astype(np.float32) * 0.1
+    model.final.weight.data[...] = rng.standard_normal(model.final.weight.shape).astype(np.float32) * 0.1
+    model = model.astype(np.float64)
+    x, t = rng.standard_normal((3, 2, 4, 4)), np.array([0, 7, 99])
+    ctx = rng.standard_normal((3, 5))
+    none = model(tv.Tensor(x), t).numpy()
+    np.testing.assert_array_equal(none, model(tv.Tensor(x), t, np.zeros((3, 5))).numpy())
+    assert np.abs(model(tv.Tensor(x), t, ctx).numpy() - none).max() > 1e-6
+    dropped = model.drop_condition(ctx, np.array([True, False, True]))
+    assert not dropped[[0, 2]].any() and np.array_equal(dropped[1], ctx[1]) and ctx[0].any()   # a copy
+    gradcheck_module(model, [x], names=["cond.context.weight", "blocks.0.ada.weight", "final.weight"],
+                     call=lambda m, xt: m(xt, t, ctx))
+    with pytest.raises(ValueError, match=r"the context y must be \(3, 5\), one vector per example, got shape \(3, 4\)"):
+        model(tv.Tensor(x), t, np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="conditioned on class labels .* or on vectors .*, not both"):
+        DiT(num_classes=10, context_dim=4, seed=0)
+
+
+def test_label_dropout_in_the_loss_uses_the_null_class():
+    from tinyvision.diffusion import DiT, diffusion_loss
+    model = DiT(img_size=4, patch_size=2, dim=8, depth=1, heads=2, num_classes=3, seed=0)
+    y = np.array([0, 1, 2, 1])
+    assert model.drop_condition(y, np.array([1, 0, 0, 1], bool)).tolist() == [3, 1, 2, 3] and y.tolist() == [0, 1, 2, 1]
+    seen = []
+    forward = model.forward
+    model.forward = lambda x, t, y=None: (seen.append(np.array(y)), forward(x, t, y))[1]
+    x0 = np.zeros((4, 1, 4, 4))
+    diffusion_loss(model, LINEAR, x0, np.random.default_rng(0), y=y, p_uncond=1.0).backward()
+    diffusion_loss(model, LINEAR, x0, np.random.default_rng(0), y=y, p_uncond=0.0)
+    assert seen[0].tolist() == [3, 3, 3, 3] and seen[1].tolist() == [0, 1, 2, 1]
+    with pytest.raises(ValueError, match="diffusion_loss: p_uncond drops conditions, but no condition y was given"):
+        diffusion_loss(model, LINEAR, x0, np.random.default_rng(0), p_uncond=0.1)
+    with pytest.raises(ValueError, match="diffusion_loss: y has 2 conditions for 4 examples"):
+        diffusion_loss(model, LINEAR, x0, np.random.default_rng(0), y=y[:2])
+
+
+@given(t=st.integers(1, 999), s_gap=st.integers(1, 200), seed=st.integers(0, 2 ** 16))
+@settings(max_examples=30, deadline=None)
+def test_ddim_with_clipped_eps_steps_along_the_clipped_x0(t, s_gap, seed):
+    rng = np.random.default_rng(seed)
+    x, eps = rng.standard_normal(50) * 3, rng.standard_normal(50) * 3        # x0_hat mostly outside [-1, 1]
+    s = max(t - s_gap, -1)
+    ab_t = LINEAR.alpha_bar[t]
+    ab_s = LINEAR.alpha_bar[s] if s >= 0 else 1.0
+    x0 = np.clip((x - np.sqrt(1 - ab_t) * eps) / np.sqrt(ab_t), -1, 1)
+    eps_c = (x - np.sqrt(ab_t) * x0) / np.sqrt(1 - ab_t)
+    got = ddim_step(LINEAR, x, t, s, eps, clip=1.0, clipped_eps=True)
+    np.testing.assert_allclose(got, np.sqrt(ab_s) * x0 + np.sqrt(1 - ab_s) * eps_c, rtol=1e-10, atol=1e-12)
+    kept = ddim_step(LINEAR, x, t, s, eps, clip=1.0)                           # diffusers' default
+    np.testing.assert_allclose(kept, np.sqrt(ab_s) * x0 + np.sqrt(1 - ab_s) * eps, rtol=1e-10, atol=1e-12)
+    inside = np.clip(x0, -0.5, 0.5)                  # an x_t whose x0_hat needs no clipping: both agree
+    x_in = np.sqrt(ab_t) * inside + np.sqrt(1 - ab_t) * eps
+    np.testing.assert_allclose(ddim_step(LINEAR, x_in, t, s, eps, clip=1.0, clipped_eps=True),
+                               ddim_step(LINEAR, x_in, t, s, eps, clip=1.0), rtol=1e-9, atol=1e-12)

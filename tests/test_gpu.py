@@ -76,7 +76,7 @@ def test_numba_cuda_attention_on_a_real_gpu_equals_dense_float64(n):
 
 
 @gpu
-@pytest.mark.parametrize("lesson", sorted(p.name for p in (ROOT / "lessons").glob("[0-9][0-9]_*.py")))
+@pytest.mark.parametrize("lesson", sorted(p.name for p in (ROOT / "lessons").glob("[0-9][0-9]*_*.py")))
 def test_every_lesson_runs_on_cuda(lesson, tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "lessons" / lesson), "--quick", "--device", "cuda",
                            "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)

@@ -58,7 +58,7 @@ def test_accuracy_margin_is_two_worst_case_standard_errors():
 
 def test_no_lesson_writes_the_full_training_set_size_as_a_literal():
     # lesson 03 once said "the same 1,438 images" under --quick, which trains on 300
-    for path in sorted(LESSONS.glob("[0-9][0-9]_*.py")):
+    for path in sorted(LESSONS.glob("[0-9][0-9]*_*.py")):
         text = path.read_text()
         assert "1,438" not in text and "1438" not in text, path.name
 
@@ -99,3 +99,23 @@ def test_import_tinyvision_does_not_import_tqdm():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_cached_model_trains_once_then_loads_and_retrains_a_damaged_file(tmp_path, capsys):
+    from _common import cached_model
+    from tinyvision.nn import Linear
+    calls = []
+
+    def train(model):
+        calls.append(1)
+        model.weight.data[...] = 7.0
+    first, loaded = cached_model(tmp_path, "m.npz", Linear(2, 3, seed=0), train)
+    assert not loaded and calls == [1] and (first.weight.data == 7).all()
+    second, loaded = cached_model(tmp_path, "m.npz", Linear(2, 3, seed=1), train)
+    assert loaded and calls == [1] and (second.weight.data == 7).all()
+    other, loaded = cached_model(tmp_path, "m.npz", Linear(3, 3, seed=0), train)   # another shape: retrained
+    assert not loaded and calls == [1, 1]
+    (tmp_path / "m.npz").write_bytes(b"not a checkpoint")
+    _, loaded = cached_model(tmp_path, "m.npz", Linear(3, 3, seed=0), train)
+    assert not loaded and calls == [1, 1, 1]
+    assert "m.npz: loaded from" in capsys.readouterr().out

@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 STAND_IN = Path(__file__).resolve().parent / "strict_cupy"
-LESSONS = sorted(p.name for p in (ROOT / "lessons").glob("[0-9][0-9]_*.py"))
+LESSONS = sorted(p.name for p in (ROOT / "lessons").glob("[0-9][0-9]*_*.py"))
 
 
 def run(code_or_lesson, device, tmp_path, stand_in=True):

@@ -163,3 +163,35 @@ def test_conv_vae_encodes_decodes_and_backpropagates_with_the_shapes_it_promises
     loss.backward()
     assert all(p.grad is not None and p.grad.shape == p.shape for p in model.parameters())
     assert recon > 0 and kl >= 0 and model.decode_mean(mu).shape == (4, 3, 8, 12)
+
+
+def test_grid_vae_keeps_the_code_an_image_each_cell_seeing_its_own_part():
+    model = VAE(image_shape=(3, 8, 12), latent_dim=4 * 2 * 3, hidden=64, arch="grid", seed=0).astype(np.float64)
+    assert model.latent_shape == (4, 2, 3)
+    x = np.random.default_rng(0).random((2, 3, 8, 12))
+    mu, logvar = model.encode(tv.Tensor(x))
+    assert mu.shape == logvar.shape == (2, 24)
+    # locality: changing the left third of the image leaves the code of the rightmost column of cells alone
+    x2 = x.copy()
+    x2[:, :, :, :4] = 1 - x2[:, :, :, :4]
+    mu2 = model.encode(tv.Tensor(x2))[0].numpy().reshape(2, 4, 2, 3)
+    grid = mu.numpy().reshape(2, 4, 2, 3)
+    np.testing.assert_array_equal(mu2[..., 2], grid[..., 2])
+    assert np.abs(mu2[..., 0] - grid[..., 0]).max() > 1e-6
+    loss, recon, kl = negative_elbo(model, x, np.random.default_rng(1))
+    loss.backward()
+    assert all(p.grad is not None and p.grad.shape == p.shape for p in model.parameters())
+    assert model.decode_mean(mu).shape == (2, 3, 8, 12)
+    with pytest.raises(ValueError, match=r"VAE: arch='grid' lays z out as k numbers on each of the \(H/4\)\(W/4\) = 6 cells; "
+                                         "latent_dim=8 is not a multiple of 6"):
+        VAE(image_shape=(3, 8, 12), latent_dim=8, arch="grid", seed=0)
+
+
+def test_grid_vae_gradients_check():
+    from tinyvision.gradcheck import gradcheck_module
+    model = VAE(image_shape=(1, 4, 4), latent_dim=2, hidden=32, arch="grid", seed=0).astype(np.float64)
+    x = np.random.default_rng(2).random((2, 1, 4, 4))
+    eps = np.random.default_rng(3).standard_normal((2, 2))
+    gradcheck_module(model, [x], names=["encoder.0.weight", "mu_head.0.weight", "logvar_head.0.weight",
+                                        "decoder_in.0.weight", "decoder.2.weight"],
+                     call=lambda m, xt: m(xt, eps)[0])

@@ -4,7 +4,8 @@
     shapes.py   coloured circles, squares and triangles with exact attributes; tiny-object,
                 counting and left / right tasks; compositional splits by (color, shape)
     captions.py those scenes with captions ("a small red circle on the left"), a compositional
-                split, zero-shot prompts, and count / side / tiny-object probes
+                split, partial captions, batches without repeated captions, zero-shot prompts, and
+                count / side / tiny-object probes
     loader.py   seeded mini-batches of aligned arrays
     augment.py  label-preserving transformations (random shifts)
 
@@ -12,15 +13,15 @@ Importing this package needs NumPy alone: scikit-learn is imported when the digi
 """
 from .augment import random_shift
 from .captions import (CAPTION_TEMPLATES, COUNT_WORDS, DEFAULT_HELD_OUT, caption, captioned_shapes, count_probe,
-                       side_probe, tiny_probe, zero_shot_prompts)
+                       partial_caption, side_probe, tiny_probe, unique_caption_batches, zero_shot_prompts)
 from .digits import DIGITS_CLASSES, NormStats, load_digits
 from .loader import batches
 from .shapes import (COLORS, REGIONS, SHAPES, SIDES, SIZES, ObjectSpec, SceneSpec, counting_task, draw_shape,
-                     left_right_task, make_scene, region_center, sample_scene_specs, sample_scenes, shape_mask,
+                     left_right_task, make_scene, read_object, region_center, sample_scene_specs, sample_scenes, shape_mask,
                      side_of, size_px, tiny_object_task)
 
 __all__ = ["CAPTION_TEMPLATES", "COLORS", "COUNT_WORDS", "DEFAULT_HELD_OUT", "DIGITS_CLASSES", "NormStats",
            "ObjectSpec", "REGIONS", "SHAPES", "SIDES", "SIZES", "SceneSpec", "batches", "caption", "captioned_shapes",
-           "count_probe", "counting_task", "draw_shape", "left_right_task", "load_digits", "make_scene", "random_shift",
+           "count_probe", "counting_task", "draw_shape", "left_right_task", "load_digits", "make_scene", "partial_caption", "random_shift", "read_object",
            "region_center", "sample_scene_specs", "sample_scenes", "shape_mask", "side_of", "side_probe", "size_px",
-           "tiny_object_task", "tiny_probe", "zero_shot_prompts"]
+           "tiny_object_task", "tiny_probe", "unique_caption_batches", "zero_shot_prompts"]

@@ -45,6 +45,7 @@ from ..nn.init import as_rng
 from .shapes import COLORS, SHAPES, SIDES, SIZES, sample_scenes
 
 __all__ = ["CAPTION_TEMPLATES", "COUNT_WORDS", "DEFAULT_HELD_OUT", "caption", "captioned_shapes", "count_probe",
+           "partial_caption", "unique_caption_batches",
            "side_probe", "tiny_probe", "zero_shot_prompts"]
 
 COUNT_WORDS = {2: "two", 3: "three", 4: "four", 5: "five"}   # one object is "a ..."
@@ -95,6 +96,47 @@ def caption(attributes: dict, rng=None, style: str = "full", templates=CAPTION_T
     return template.format(_phrase(attributes, style))
 
 
+def partial_caption(attributes: dict, rng, p_drop: float) -> str:
+    """The bare caption of a scene with each of size, colour and side left out with probability p_drop.
+
+    Web captions mention some of what a picture shows, never all of it; that is what lets CLIP
+    read a short prompt ("a circle") as the sum of its words. Trained on complete captions only,
+    the towers would give every full caption its own point and a shorter phrase no sensible place.
+    The shape noun (and for several objects the count) is always kept.
+    """
+    if isinstance(p_drop, bool) or not isinstance(p_drop, numbers.Real) or not 0 <= p_drop <= 1:
+        raise ValueError(f"partial_caption: p_drop must be a probability in [0, 1], got {p_drop!r}")
+    rng = as_rng(rng)
+    a = attributes
+    words = [w for w in (a["size"], a["color"]) if rng.random() >= p_drop]
+    if a["count"] > 1:
+        return " ".join([COUNT_WORDS[a["count"]], *words, a["shape"] + "s"])
+    noun = " ".join([*words, a["shape"]])
+    place = f" on the {a['side']}" if a["side"] in ("left", "right") and rng.random() >= p_drop else ""
+    return f"{_article(noun)} {noun}{place}"
+
+
+def unique_caption_batches(captions, batch_size: int, rng):
+    """Shuffled batches of indices in which no caption appears twice (the last ones may be smaller).
+
+    A contrastive loss treats every other caption in the batch as a wrong answer; two images with
+    the same caption would each be told the other's caption is wrong (a false negative).
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"unique_caption_batches: batch_size must be an integer >= 1, got {batch_size!r}")
+    order = list(as_rng(rng).permutation(len(captions)))
+    while order:
+        batch, seen, rest = [], set(), []
+        for i in order:
+            if len(batch) < batch_size and captions[i] not in seen:
+                batch.append(i)
+                seen.add(captions[i])
+            else:
+                rest.append(i)
+        yield np.array(batch)
+        order = rest
+
+
 def _check_templates(templates) -> tuple[str, ...]:
     templates = (templates,) if isinstance(templates, str) else tuple(templates)
     if not templates or not all(isinstance(t, str) and t.count("{}") == 1 for t in templates):
@@ -115,7 +157,8 @@ def _rng(seed, split: str) -> np.random.Generator:
 
 def captioned_shapes(n: int, canvas_size=32, *, seed, held_out_combos=(), split: str = "train", combos=None,
                      count=1, sizes=("small", "large"), placement: str = "left_right", style: str = "full",
-                     templates=CAPTION_TEMPLATES, max_tries: int = 100) -> tuple[np.ndarray, list[str], list[dict]]:
+                     templates=CAPTION_TEMPLATES, max_tries: int = 100,
+                     colors=tuple(COLORS)) -> tuple[np.ndarray, list[str], list[dict]]:
     """n captioned scenes: images (n, 3, H, W) float32 in [0, 1], captions (n str), attributes (n dicts).
 
     Every scene holds `count` objects of one kind (shape, colour and size shared): count an int or
@@ -123,7 +166,7 @@ def captioned_shapes(n: int, canvas_size=32, *, seed, held_out_combos=(), split:
         "seen"      only pairs not held out; the default, and the only choice, for split="train"
         "held_out"  only held-out pairs (split="test")
         "all"       any pair; the default for split="test"
-    sizes, placement, max_tries: as in shapes.sample_scene_specs. style, templates: as in caption;
+    sizes, placement, max_tries, colors: as in shapes.sample_scene_specs. style, templates: as in caption;
     with one template ("{}",) every caption is the bare phrase.
     """
     rng = _rng(seed, split)
@@ -143,7 +186,7 @@ def captioned_shapes(n: int, canvas_size=32, *, seed, held_out_combos=(), split:
 
     choose = {"seen": {"exclude_combos": held_out}, "held_out": {"allowed_combos": held_out}, "all": {}}[combos]
     images, attributes = sample_scenes(n, canvas_size, seed=rng, sizes=sizes, count=count, placement=placement,
-                                       same_kind=True, max_tries=max_tries, **choose)
+                                       same_kind=True, max_tries=max_tries, colors=colors, **choose)
     captions = [caption(a, rng, style, templates) for a in attributes]   # after the pictures: see the docstring
     return images, captions, attributes
 

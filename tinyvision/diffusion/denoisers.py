@@ -68,22 +68,39 @@ class MLPDenoiser(Module):
         return self.out(h)
 
 
-def diffusion_loss(model, schedule: Schedule, x0, rng) -> Tensor:
-    """L_simple on a batch x_0 (B, ...): one t and one eps per example; returns the mean squared error."""
+def diffusion_loss(model, schedule: Schedule, x0, rng, y=None, p_uncond: float = 0.0) -> Tensor:
+    """L_simple on a batch x_0 (B, ...): one t and one eps per example; returns the mean squared error.
+
+    y: the batch's conditions (labels or vectors) for a conditional model; each row is replaced by "no
+    condition" with probability p_uncond (model.drop_condition), so that one network learns both the
+    conditional and the unconditional model that classifier-free guidance combines (Ho & Salimans 2022)."""
+    p_uncond = check_number("diffusion_loss", "p_uncond", p_uncond, low=0.0, high=1.0)
     x0 = np.asarray(x0, dtype=np.float64)
     t = rng.integers(0, schedule.T, size=len(x0))
     eps = rng.standard_normal(x0.shape)
     xt = schedule.q_sample(x0, t, eps)
-    pred = model(Tensor(xt.astype(np.float32)), t)
+    if y is None:
+        if p_uncond > 0:
+            raise ValueError("diffusion_loss: p_uncond drops conditions, but no condition y was given")
+        pred = model(Tensor(xt.astype(np.float32)), t)
+    else:
+        if len(y) != len(x0):
+            raise ValueError(f"diffusion_loss: y has {len(y)} conditions for {len(x0)} examples")
+        if p_uncond > 0:
+            y = model.drop_condition(y, rng.random(len(x0)) < p_uncond)
+        pred = model(Tensor(xt.astype(np.float32)), t, y)
     if pred.shape != x0.shape:
         raise ValueError(f"diffusion_loss: the model returned shape {pred.shape}, expected the data's {x0.shape}")
     diff = pred - Tensor(eps.astype(np.float32))
     return F.mean(diff * diff)
 
 
-def as_denoiser(model):
-    """The sampler's view of a trained model: denoise(x, t) -> eps_hat as float64, t one int for the batch."""
+def as_denoiser(model, y=None):
+    """The sampler's view of a trained model: denoise(x, t) -> eps_hat as float64, t one int for the batch;
+    y: the condition of every row (labels or vectors), or None for the model's unconditional prediction."""
     def denoise(x, t):
+        x = Tensor(np.asarray(x, np.float32))
         with no_grad():
-            return model(Tensor(np.asarray(x, np.float32)), np.full(len(x), t)).numpy().astype(np.float64)
+            out = model(x, np.full(len(x), t)) if y is None else model(x, np.full(len(x), t), y)
+        return out.numpy().astype(np.float64)
     return denoise

@@ -61,12 +61,21 @@ def ddpm_step(schedule: Schedule, x, t: int, eps, rng, clip: float | None = None
     return mean + np.sqrt(var) * rng.standard_normal(np.shape(x))
 
 
-def ddim_step(schedule: Schedule, x, t: int, s: int, eps, eta: float = 0.0, rng=None, clip: float | None = None):
-    """x_s from x_t, s < t (s = -1: the end, x0_hat); eta scales the noise (0 deterministic)."""
+def ddim_step(schedule: Schedule, x, t: int, s: int, eps, eta: float = 0.0, rng=None, clip: float | None = None,
+              clipped_eps: bool = False):
+    """x_s from x_t, s < t (s = -1: the end, x0_hat); eta scales the noise (0 deterministic).
+
+    clipped_eps: after clipping x0_hat, recompute the noise from it, eps = (x_t - sqrt(abar_t) x0_hat)
+    / sqrt(1 - abar_t), so that the step's two terms agree (diffusers' use_clipped_model_output; off
+    by default, as there). Off, a clipped x0_hat with the unclipped eps points the step at an x_s the
+    model never predicted; with strong guidance, whose eps overshoots, that breaks the samples
+    (lesson 08 measures it)."""
     eta = check_number("ddim_step", "eta", eta, low=0.0)
     if not -1 <= s < t:
         raise ValueError(f"ddim_step: the next step s={s} must be below t={t} (and >= -1)")
     x0 = _x0_hat(schedule, x, t, eps, clip)
+    if clipped_eps and clip is not None:
+        eps = schedule.eps_from_x0(x, t, x0)
     ab_t = schedule.alpha_bar[t]
     ab_s = schedule.alpha_bar[s] if s >= 0 else 1.0
     sigma = eta * np.sqrt((1 - ab_t / ab_s) * (1 - ab_s) / (1 - ab_t))
@@ -79,9 +88,10 @@ def ddim_step(schedule: Schedule, x, t: int, s: int, eps, eta: float = 0.0, rng=
 
 
 def sample(denoise, schedule: Schedule, shape, rng, sampler: str = "ddpm", steps: int | None = None,
-           eta: float = 0.0, clip: float | None = None, x_T=None, variance: str = "small"):
+           eta: float = 0.0, clip: float | None = None, x_T=None, variance: str = "small", clipped_eps: bool = False):
     """Draw x_0 from x_T ~ N(0, I) (or the given x_T): "ddpm" through all T steps, "ddim" through
-    `steps` of them (ddim_timesteps, default all T)."""
+    `steps` of them (ddim_timesteps, default all T). clip: x0_hat clipped to [-clip, clip] at every
+    step (None: not); clipped_eps: see ddim_step (DDPM's step uses x0_hat alone, so needs no such fix)."""
     sampler = check_choice("sample", "sampler", sampler, ("ddpm", "ddim"))
     if sampler == "ddpm" and steps is not None:
         raise ValueError("sample: DDPM takes every one of the T steps; `steps` is for sampler='ddim'")
@@ -106,7 +116,7 @@ def sample(denoise, schedule: Schedule, shape, rng, sampler: str = "ddpm", steps
         return x
     ts = ddim_timesteps(schedule.T, schedule.T if steps is None else steps)
     for t, s in zip(ts, ts[1:] + [-1]):
-        x = ddim_step(schedule, x, t, s, eps_at(x, t), eta, rng, clip)
+        x = ddim_step(schedule, x, t, s, eps_at(x, t), eta, rng, clip, clipped_eps)
     return x
 
 

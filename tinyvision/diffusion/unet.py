@@ -1,9 +1,10 @@
 """Image denoisers: a small U-Net (Ronneberger et al. 2015, as DDPM uses it) and a DiT (Peebles & Xie 2023).
 
-Both map (x_t (B, C, H, W), t (B,), optional class y (B,)) to eps_hat (B, C, H, W). The time step enters
-as a sinusoidal embedding passed through a 2-layer MLP (SiLU) to a vector c of width D; a class label,
-when there is one, adds a learned embedding to c (class num_classes is the "no label" slot that
-classifier-free guidance trains with and samples against).
+Both map (x_t (B, C, H, W), t (B,), optional condition y) to eps_hat (B, C, H, W). The time step enters
+as a sinusoidal embedding passed through a 2-layer MLP (SiLU) to a vector c of width D; a class label
+y (B,) adds a learned embedding to c (class num_classes is the "no label" slot that classifier-free
+guidance trains with and samples against); the DiT can instead take a vector y (B, context_dim), a
+caption's embedding, through a Linear (the zero vector is "no caption").
 
 UNet (DDPM's design, two resolutions):
     conv3x3 in -> ResBlock(ch) -> downsample (stride-2 conv) -> ResBlock(2ch) -> self-attention over the
@@ -36,24 +37,55 @@ __all__ = ["DiT", "UNet"]
 
 
 class _Conditioning(Module):
-    """c = MLP(sinusoidal(t)) (+ label embedding): (B, D)."""
+    """c = MLP(sinusoidal(t)) (+ a label embedding, or + Linear(context)): (B, D).
 
-    def __init__(self, dim: int, num_classes: int | None, *, seed):
+    A condition is a class label (num_classes) or a vector such as a caption's embedding (context_dim),
+    never both. Without one (y=None), a label model uses its "no label" class and a context model
+    the zero vector: the unconditional model that classifier-free guidance trains and samples against.
+    """
+
+    def __init__(self, dim: int, num_classes: int | None, context_dim: int | None = None, *, seed):
         rng = as_rng(seed)
+        if num_classes and context_dim:
+            raise ValueError(f"a denoiser is conditioned on class labels (num_classes={num_classes}) or on vectors "
+                             f"(context_dim={context_dim}), not both")
         self.dim = dim
         self.fc1, self.fc2 = Linear(dim, dim, seed=rng), Linear(dim, dim, seed=rng)
-        self.num_classes = num_classes
+        self.num_classes, self.context_dim = num_classes, context_dim
         self.labels = Embedding(num_classes + 1, dim, seed=rng) if num_classes else None
+        self.context = Linear(context_dim, dim, seed=rng) if context_dim else None
 
     def forward(self, t, y=None):
-        if y is not None and self.labels is None:
-            raise ValueError("a class label y was given to a model built without num_classes (unconditional)")
+        if y is not None and self.labels is None and self.context is None:
+            raise ValueError("a condition y was given to a model built without num_classes or context_dim "
+                             "(unconditional)")
         emb = sinusoidal_embedding(t, self.dim).astype(self.fc1.weight.dtype)    # the model's dtype
         c = self.fc2(F.silu(self.fc1(Tensor(emb, device=self.fc1.weight.device))))
+        n = len(np.asarray(t))
         if self.labels is not None:
-            y = np.full(len(np.asarray(t)), self.num_classes) if y is None else np.asarray(y)
+            y = np.full(n, self.num_classes) if y is None else np.asarray(y)
             c = c + self.labels(y)
+        elif self.context is not None:
+            if y is None:
+                y = np.zeros((n, self.context_dim), dtype=self.fc1.weight.dtype)
+            y = y if isinstance(y, Tensor) else Tensor(np.asarray(y, dtype=self.fc1.weight.dtype),
+                                                        device=self.fc1.weight.device)
+            if y.shape != (n, self.context_dim):
+                raise ValueError(f"the context y must be ({n}, {self.context_dim}), one vector per example, "
+                                 f"got shape {y.shape}")
+            c = c + self.context(y)
         return c
+
+    def drop(self, y, mask):
+        """y with the rows where mask is True replaced by "no condition" (classifier-free guidance's dropout)."""
+        mask = np.asarray(mask, dtype=bool)
+        if self.labels is None and self.context is None:
+            raise ValueError("drop_condition: the model is unconditional (built without num_classes or context_dim)")
+        y = np.array(y, copy=True)
+        if y.shape[:1] != mask.shape:
+            raise ValueError(f"drop_condition: y has {y.shape[:1]} rows and mask {mask.shape}; one flag per row")
+        y[mask] = self.num_classes if self.labels is not None else 0
+        return y
 
 
 class _ResBlock(Module):
@@ -90,6 +122,9 @@ class UNet(Module):
         self.up_block = _ResBlock(2 * ch, ch, 4 * ch, groups, seed=rng)
         self.out_norm = GroupNorm(min(groups, ch), ch)
         self.out = Conv2d(ch, in_chans, 3, padding=1, seed=rng)
+
+    def drop_condition(self, y, mask):
+        return self.cond.drop(y, mask)
 
     def forward(self, x, t, y=None):
         if x.ndim != 4 or x.shape[2] % 2 or x.shape[3] % 2:
@@ -130,11 +165,11 @@ class DiT(Module):
     """eps_theta for images (B, C, H, W): patches -> adaLN-Zero transformer blocks -> patches back."""
 
     def __init__(self, img_size: int = 8, patch_size: int = 2, in_chans: int = 1, dim: int = 64, depth: int = 4,
-                 heads: int = 4, num_classes: int | None = None, *, seed):
+                 heads: int = 4, num_classes: int | None = None, context_dim: int | None = None, *, seed):
         rng = as_rng(seed)
         self.patch = PatchEmbed(img_size, patch_size, in_chans, dim, seed=rng)
         self.pos = Tensor(sincos_2d(*self.patch.grid_size, dim).astype(np.float32)[None])
-        self.cond = _Conditioning(dim, num_classes, seed=rng)
+        self.cond = _Conditioning(dim, num_classes, context_dim, seed=rng)
         self.blocks = ModuleList([_DiTBlock(dim, heads, seed=rng) for _ in range(depth)])
         self.final_ada = Linear(dim, 2 * dim, seed=rng)
         self.final = Linear(dim, patch_size * patch_size * in_chans, seed=rng)
@@ -142,6 +177,10 @@ class DiT(Module):
             layer.weight.data[...] = 0
             layer.bias.data[...] = 0
         self.dim, self.patch_size, self.in_chans = dim, patch_size, in_chans
+
+    def drop_condition(self, y, mask):
+        """y (labels or context vectors) with the rows where mask is True set to "no condition"."""
+        return self.cond.drop(y, mask)
 
     def forward(self, x, t, y=None):
         if np.shape(t) != (x.shape[0],):

@@ -83,6 +83,11 @@ class VAE(Module):
     arch="conv" (images of side divisible by 4): two stride-2 3x3 convs (C -> w -> 2w channels, w = hidden // 16; side / 4),
         flatten, the two heads; the decoder a Linear back to (2w, side/4, side/4) and two stride-2
         4x4 transposed convs (padding 1: each doubles the side).
+    arch="grid": the same convolutions, but the code stays an image: the heads are 1x1 convs, so z is a
+        grid of k = latent_dim / ((H/4)(W/4)) numbers per cell, `latent_shape` = (k, H/4, W/4), each
+        cell describing its own part of the picture (Stable Diffusion's autoencoder, scaled down: the
+        space latent diffusion works in). z is still passed around flattened, (B, latent_dim); the
+        decoder starts with a 1x1 conv from k to 2w channels.
     The decoder outputs logits (bernoulli likelihood) or means (gaussian); `decode_mean` gives the
     image the decoder expects, sigmoid(logits) or the means.
     """
@@ -95,7 +100,7 @@ class VAE(Module):
         self.image_shape = (c, h, w)
         self.latent_dim = check_int("VAE", "latent_dim", latent_dim, low=1)
         hidden = check_int("VAE", "hidden", hidden, low=1)
-        self.arch = check_choice("VAE", "arch", arch, ("mlp", "conv"))
+        self.arch = check_choice("VAE", "arch", arch, ("mlp", "conv", "grid"))
         self.likelihood = check_choice("VAE", "likelihood", likelihood, LIKELIHOODS)
         self.sigma = check_number("VAE", "sigma", sigma, low=0.0, low_open=True)
         rng = as_rng(seed)
@@ -106,18 +111,34 @@ class VAE(Module):
             self.decoder = Sequential(Linear(self.latent_dim, hidden, seed=rng), ReLU(), Linear(hidden, d, seed=rng))
         else:
             if h % 4 or w % 4:
-                raise ValueError(f"VAE: arch='conv' halves the image twice; image_shape {image_shape} needs H and W "
+                raise ValueError(f"VAE: arch={self.arch!r} halves the image twice; image_shape {image_shape} needs H and W "
                                  "divisible by 4")
             width = max(1, hidden // 16)
             self._grid = (2 * width, h // 4, w // 4)
             feat = 2 * width * (h // 4) * (w // 4)
-            self.encoder = Sequential(Conv2d(c, width, 3, stride=2, padding=1, seed=rng), ReLU(),
-                                      Conv2d(width, 2 * width, 3, stride=2, padding=1, seed=rng), ReLU(), Flatten())
-            self.decoder_in = Sequential(Linear(self.latent_dim, feat, seed=rng), ReLU())
-            self.decoder = Sequential(ConvTranspose2d(2 * width, width, 4, stride=2, padding=1, seed=rng), ReLU(),
-                                      ConvTranspose2d(width, c, 4, stride=2, padding=1, seed=rng), Flatten())
-        self.mu_head = Linear(feat, self.latent_dim, seed=rng)
-        self.logvar_head = Linear(feat, self.latent_dim, seed=rng)
+            convs = [Conv2d(c, width, 3, stride=2, padding=1, seed=rng), ReLU(),
+                     Conv2d(width, 2 * width, 3, stride=2, padding=1, seed=rng), ReLU()]
+            up = [ConvTranspose2d(2 * width, width, 4, stride=2, padding=1, seed=rng), ReLU(),
+                  ConvTranspose2d(width, c, 4, stride=2, padding=1, seed=rng), Flatten()]
+            if self.arch == "conv":
+                self.encoder = Sequential(*convs, Flatten())
+                self.decoder_in = Sequential(Linear(self.latent_dim, feat, seed=rng), ReLU())
+            else:
+                cells = (h // 4) * (w // 4)
+                if self.latent_dim % cells:
+                    raise ValueError(f"VAE: arch='grid' lays z out as k numbers on each of the (H/4)(W/4) = {cells} cells; "
+                                     f"latent_dim={latent_dim} is not a multiple of {cells}")
+                self.latent_shape = (self.latent_dim // cells, h // 4, w // 4)
+                self.encoder = Sequential(*convs)
+                self.decoder_in = Sequential(Conv2d(self.latent_shape[0], 2 * width, 1, seed=rng), ReLU())
+            self.decoder = Sequential(*up)
+        if self.arch == "grid":
+            k = self.latent_shape[0]
+            self.mu_head = Sequential(Conv2d(2 * width, k, 1, seed=rng), Flatten())
+            self.logvar_head = Sequential(Conv2d(2 * width, k, 1, seed=rng), Flatten())
+        else:
+            self.mu_head = Linear(feat, self.latent_dim, seed=rng)
+            self.logvar_head = Linear(feat, self.latent_dim, seed=rng)
 
     def encode(self, x):
         """(mu, logvar), each (B, L), for images x (B, C, H, W)."""
@@ -132,7 +153,10 @@ class VAE(Module):
             raise ValueError(f"VAE.decode: z must be (B, {self.latent_dim}), got shape {z.shape}")
         if self.arch == "mlp":
             return self.decoder(z)
-        h = F.reshape(self.decoder_in(z), (z.shape[0],) + self._grid)
+        if self.arch == "grid":
+            h = self.decoder_in(F.reshape(z, (z.shape[0],) + self.latent_shape))
+        else:
+            h = F.reshape(self.decoder_in(z), (z.shape[0],) + self._grid)
         return self.decoder(h)
 
     def decode_mean(self, z) -> np.ndarray:
