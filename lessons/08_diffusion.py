@@ -274,11 +274,13 @@ save_figure(fig, args.out, "08_guidance.png")
 wanted_ddpm = np.arange(N_DDPM) % 10
 x_real, _ = load_digits("test", normalize=False, seed=args.seed)
 real_features = judge_digits(judge, x_real)[1]
-fd_floor = frechet_distance(judge_digits(judge, load_digits("train", normalize=False, seed=args.seed)[0][:N_DDPM])[1],
-                            real_features)
+x_train_grey, y_train_grey = load_digits("train", normalize=False, seed=args.seed)
+balanced = np.concatenate([np.flatnonzero(y_train_grey == d)[:N_DDPM // 10] for d in range(10)])   # as the samples
+fd_floor = frechet_distance(judge_digits(judge, x_train_grey[balanced])[1], real_features)
 print(f"\n== 6. samplers at w = 1, {N_DDPM} samples each from the same x_T; accuracy +-{accuracy_margin(N_DDPM):.2f} "
-      f"is noise; FD: the judge's Frechet distance to the {len(x_real)} test digits ({N_DDPM} real training digits "
-      f"score {fd_floor:.1f})")
+      f"is noise; FD: the judge's Frechet distance to the {len(x_real)} test digits ({len(balanced)} real training "
+      f"digits, {N_DDPM // 10} of each, score {fd_floor:.1f}; with so few images FD is biased, so compare the samplers "
+      "with each other)")
 samplers = {}
 for sampler, steps in (("ddpm", T_DIGITS),) + tuple(("ddim", n) for n in SAMPLER_STEPS):
     _, acc, seconds, features = draw_digits(wanted_ddpm, 1.0, sampler, steps)

@@ -349,3 +349,39 @@ def test_read_object_on_noise_and_bad_input():
     assert read_object(speck) is None                   # 2 pixels: not an object
     with pytest.raises(ValueError, match=r"read_object: image must be \(3, H, W\), got shape \(8, 8\)"):
         read_object(np.zeros((8, 8)))
+
+
+def test_moving_shapes_roll_exactly_and_reversal_swaps_the_direction():
+    from tinyvision.data import motion_task, moving_shapes
+    clips, records = moving_shapes(40, frames=4, canvas_size=16, speed=2, seed=0)
+    assert clips.shape == (40, 4, 3, 16, 16) and clips.dtype == np.float32
+    for clip, r in zip(clips, records):
+        step = 2 if r["direction"] == "right" else -2
+        for k in range(4):
+            np.testing.assert_array_equal(clip[k], np.roll(clip[0], k * step, axis=2))
+        assert clip[0].max() == 1.0 and COLORS[r["color"]] in {tuple(clip[0][:, i, j]) for i, j in zip(*np.nonzero(clip[0].max(0)))}
+    # reversed, a right-mover IS a left-mover: its frames roll the other way
+    right = clips[[r["direction"] == "right" for r in records]][0][::-1]
+    for k in range(4):
+        np.testing.assert_array_equal(right[k], np.roll(right[0], -2 * k, axis=2))
+    _, labels = motion_task(2000, seed=1)
+    assert abs(labels.mean() - 0.5) < 0.05
+    with pytest.raises(ValueError, match="moving_shapes: 8 frames at 2 pixels a frame travel 16 pixels"):
+        moving_shapes(2, frames=8, canvas_size=16, speed=2, seed=0)
+
+
+def test_one_frame_of_a_moving_shape_says_nothing_about_its_direction():
+    # The object in frame k sits at column (x0 + k * step) mod W, x0 drawn uniformly from all W columns:
+    # a uniform place in every frame, whichever the direction. Checked on the pixels of the squares
+    # (which fill their columns), and every x0 is seen in both directions.
+    from tinyvision.data import moving_shapes
+    clips, records = moving_shapes(600, frames=4, canvas_size=16, speed=2, seed=3)
+    for clip, r in zip(clips, records):
+        if r["shape"] != "square":
+            continue
+        step = 2 if r["direction"] == "right" else -2
+        for k in range(4):
+            columns = set(np.nonzero(clip[k].max(axis=(0, 1)))[0].tolist())
+            assert columns == {(r["x0"] + k * step + j) % 16 for j in range(-2, 2)}
+    for direction in ("left", "right"):
+        assert {r["x0"] for r in records if r["direction"] == direction} == set(range(16))

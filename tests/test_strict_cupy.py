@@ -96,9 +96,9 @@ print("ok")
 
 
 def comparable(value, key=""):
-    """The result without timings (keys naming seconds, milliseconds or speed-ups)."""
+    """The result without measurements of the machine (keys naming seconds, milliseconds, speed-ups, peak memory)."""
     if isinstance(value, dict):
-        return {k: comparable(v, k) for k, v in value.items() if not any(t in k for t in ("second", "ms_per", "speedup"))}
+        return {k: comparable(v, k) for k, v in value.items() if not any(t in k for t in ("second", "ms_per", "speedup", "peak_mb"))}
     if isinstance(value, list):
         return [comparable(v) for v in value]
     return value
