@@ -79,7 +79,6 @@ PER_PROMPT = 1 if QUICK else 8
 DDIM_STEPS = 20 if QUICK else 50
 W_VALUES = (0.0, 1.0, 3.0) if QUICK else (0.0, 1.0, 2.0, 3.0, 5.0)
 TAG = f"s{args.seed}{'_quick' if QUICK else ''}"
-rng = np.random.default_rng(args.seed)
 
 # %% 1. Data: pictures with their captions; three colour-shape pairs never shown
 common = dict(held_out_combos=HELD_OUT, sizes=SIZES, placement="left_right", templates=("{}",), colors=PALETTE)
@@ -88,7 +87,7 @@ ALL_PROMPTS = [dict(count=1, size=size, color=color, shape=shape, side=side)
                for shape, color, size, side in itertools.product(SHAPES, PALETTE, SIZES, SIDES)]
 tokenizer = Tokenizer.train([caption(a) for a in ALL_PROMPTS])     # every word any prompt uses, in a fixed order
 print(f"== 1. data: {N_TRAIN} training pictures of {CANVAS}x{CANVAS}, {len(set(cap_train))} distinct captions "
-      f"(of {len(ALL_PROMPTS)} possible), e.g. {cap_train[0]!r}; never shown: "
+      f"(of the {len(ALL_PROMPTS)} prompts, those of pairs never held out), e.g. {cap_train[0]!r}; never shown: "
       f"{', '.join(f'{c} {s}' for c, s in HELD_OUT)}")
 
 
@@ -102,6 +101,7 @@ def train_clip(model):
     # complete, and with the side dropped 30 % of the time this small CLIP, in 12 epochs, tells
     # left from right in only about half of the pictures).
     ids = tokenizer.encode_batch(cap_train, CONTEXT)
+    rng = np.random.default_rng((args.seed, 1))        # each model its own stream: the same with or without caches
     epoch_batches = [[b for b in unique_caption_batches(cap_train, 64, rng) if len(b) >= 2] for _ in range(CLIP_EPOCHS)]
     opt = AdamW(param_groups_no_decay(model, 0.05), lr=2e-3)
     total = sum(map(len, epoch_batches))
@@ -128,7 +128,8 @@ clip = CLIP(EMBED, dict(img_size=CANVAS, patch_size=4, in_chans=3, embed_dim=48,
                         class_token=False, global_pool="avg", init="xavier"),
             dict(vocab_size=tokenizer.vocab_size, context_length=CONTEXT, width=48, depth=2, heads=4,
                  eot_id=tokenizer.eot_id, mlp_ratio=2.0), seed=args.seed)
-clip, _ = cached_model(args.out, f"08b_clip_e{CLIP_EPOCHS}_{TAG}.npz", clip, train_clip)
+CLIP_FILE = f"08b_clip_e{CLIP_EPOCHS}_{TAG}.npz"
+clip, _ = cached_model(args.out, CLIP_FILE, clip, train_clip)
 clip.eval()
 clip_seconds = time.perf_counter() - start
 
@@ -155,6 +156,7 @@ vae = VAE(image_shape=(3, CANVAS, CANVAS), latent_dim=4 * 4 * 4, hidden=256, arc
 
 
 def train_vae(model):
+    rng = np.random.default_rng((args.seed, 2))
     opt, losses = Adam(model.parameters(), lr=1e-3), []
     steps = VAE_EPOCHS * math.ceil(N_TRAIN / 128)
     for step in (bar := progress(range(steps), "VAE", unit="step")):
@@ -172,7 +174,8 @@ def train_vae(model):
 print(f"\n== 3. the VAE: 16x16x3 = 768 numbers -> a 4x4 grid of 4 = 64 latent numbers; {VAE_EPOCHS} epochs, Gaussian "
       "likelihood with sigma = 0.05 (sharp pictures, a light KL)")
 start = time.perf_counter()
-vae, _ = cached_model(args.out, f"08b_vae_e{VAE_EPOCHS}_sigma0.05_{TAG}.npz", vae, train_vae)
+VAE_FILE = f"08b_vae_e{VAE_EPOCHS}_sigma0.05_{TAG}.npz"
+vae, _ = cached_model(args.out, VAE_FILE, vae, train_vae)
 vae_seconds = time.perf_counter() - start
 
 
@@ -216,6 +219,7 @@ dit = DiT(img_size=4, patch_size=1, in_chans=4, dim=64, depth=3, heads=4, contex
 
 
 def train_dit(model):
+    rng = np.random.default_rng((args.seed, 3))
     opt = AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
     lr_schedule = WarmupCosine(opt, total_steps=DIT_STEPS, warmup_steps=max(1, min(100, DIT_STEPS // 5)))
     losses = []
@@ -236,7 +240,8 @@ def train_dit(model):
 print(f"\n== 5. a DiT on the 4x4 latent grid (16 tokens, width 64, 3 blocks), cosine schedule T = 1000, {DIT_STEPS} "
       f"steps of 128, the caption embedding dropped with p = {P_UNCOND}")
 start = time.perf_counter()
-dit, _ = cached_model(args.out, f"08b_dit_{DIT_STEPS}_{TAG}.npz", dit, train_dit)
+# the DiT learned the latents of that VAE and the captions of that CLIP: its file name says which
+dit, _ = cached_model(args.out, f"08b_dit_{DIT_STEPS}_on_{VAE_FILE[:-4]}_{CLIP_FILE[:-4]}.npz", dit, train_dit)
 dit_seconds = time.perf_counter() - start
 
 # %% 6. Text to image, judged
@@ -274,13 +279,13 @@ for w in W_VALUES:
           f"{by_w[w]['all_unseen']:12.2f}   {seconds:5.1f}")
 small_check = np.array([a["size"] == "small" for a in attr_check])
 print(f"  the VAE's reconstructions, for comparison (section 4): all three right {rebuilt['all'][small_check].mean():.2f} "
-      f"of small objects (4 pixels: one latent cell), {rebuilt['all'][~small_check].mean():.2f} of large ones")
+      f"of small objects (4 pixels, the size of one latent cell), {rebuilt['all'][~small_check].mean():.2f} of large ones")
 best_w = max(W_VALUES, key=lambda w: by_w[w]["all"])
 chance = 1 / (len(SHAPES) * len(PALETTE) * len(SIDES))
 print(f"  chance of all three right by luck: {chance:.3f}; w = 0, which ignores the caption: {by_w[0.0]['all']:.2f}")
-print(f"  best w = {best_w:g}: all three right in {by_w[best_w]['all']:.2f} of samples for seen pairs, "
+print(f"  best w (chosen on these same samples, so slightly flattered) = {best_w:g}: all three right in {by_w[best_w]['all']:.2f} of samples for seen pairs, "
       f"{by_w[best_w]['all_unseen']:.2f} for unseen pairs (the judge on real pictures: {real['all'].mean():.2f})")
-print("  guidance: " + compare(f"w = {best_w:g}", by_w[best_w]["all"], "w = 1", by_w[1.0]["all"],
+print("  guidance: " + compare("w = 3", by_w[3.0]["all"], "w = 1", by_w[1.0]["all"],
                                margin=accuracy_margin(n_seen), verb="follows the caption better than", fmt=".2f"))
 print("  compositional generalisation: " + compare("seen pairs", by_w[best_w]["all"], "unseen pairs",
                                                    by_w[best_w]["all_unseen"], margin=accuracy_margin(n_unseen),

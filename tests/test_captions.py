@@ -230,4 +230,4 @@ def test_unique_caption_batches_cover_every_index_once_without_a_repeated_captio
     for batch in batches:
         assert 1 <= len(batch) <= 3 and len({captions[i] for i in batch}) == len(batch)
     with pytest.raises(ValueError, match="unique_caption_batches: batch_size must be an integer >= 1, got 0"):
-        list(unique_caption_batches(captions, 0, np.random.default_rng(0)))
+        unique_caption_batches(captions, 0, np.random.default_rng(0))          # at the call, not at next()

@@ -366,8 +366,10 @@ def test_moving_shapes_roll_exactly_and_reversal_swaps_the_direction():
         np.testing.assert_array_equal(right[k], np.roll(right[0], -2 * k, axis=2))
     _, labels = motion_task(2000, seed=1)
     assert abs(labels.mean() - 0.5) < 0.05
-    with pytest.raises(ValueError, match="moving_shapes: 8 frames at 2 pixels a frame travel 16 pixels"):
-        moving_shapes(2, frames=8, canvas_size=16, speed=2, seed=0)
+    with pytest.raises(ValueError, match="moving_shapes: speed=8 pixels a frame must be below half the 16-pixel canvas"):
+        moving_shapes(2, frames=8, canvas_size=16, speed=8, seed=0)
+    with pytest.raises(ValueError, match="moving_shapes: colors must be names in"):
+        moving_shapes(2, seed=0, colors=("mauve",))
 
 
 def test_one_frame_of_a_moving_shape_says_nothing_about_its_direction():

@@ -268,7 +268,7 @@ def test_sampler_and_model_shape_mistakes_are_named():
     with pytest.raises(ValueError, match="make_schedule: beta_start 0.02 is above beta_end 0.0001"):
         make_schedule("linear", 1000, beta_start=0.02, beta_end=1e-4)
     unconditional = UNet(ch=4, heads=2, groups=2, seed=0)
-    with pytest.raises(ValueError, match="built without num_classes"):
+    with pytest.raises(ValueError, match="UNet: a condition y was given to a model built without num_classes"):
         unconditional(tv.Tensor(np.zeros((1, 1, 4, 4), np.float32)), np.array([1]), np.array([3]))
     with pytest.raises(ValueError, match=r"UNet: t must hold one step per image, shape \(1,\), got \(2,\)"):
         unconditional(tv.Tensor(np.zeros((1, 1, 4, 4), np.float32)), np.array([1, 2]))
@@ -289,13 +289,13 @@ def test_dit_with_a_context_vector_the_zero_vector_is_no_caption_and_dropout_set
     none = model(tv.Tensor(x), t).numpy()
     np.testing.assert_array_equal(none, model(tv.Tensor(x), t, np.zeros((3, 5))).numpy())
     assert np.abs(model(tv.Tensor(x), t, ctx).numpy() - none).max() > 1e-6
-    dropped = model.drop_condition(ctx, np.array([True, False, True]))
+    dropped = model.drop_condition(tv.Tensor(ctx, dtype=np.float64), np.array([True, False, True]))  # a Tensor too
     assert not dropped[[0, 2]].any() and np.array_equal(dropped[1], ctx[1]) and ctx[0].any()   # a copy
     gradcheck_module(model, [x], names=["cond.context.weight", "blocks.0.ada.weight", "final.weight"],
                      call=lambda m, xt: m(xt, t, ctx))
-    with pytest.raises(ValueError, match=r"the context y must be \(3, 5\), one vector per example, got shape \(3, 4\)"):
+    with pytest.raises(ValueError, match=r"DiT: the context y must be \(3, 5\), one vector per example, got shape \(3, 4\)"):
         model(tv.Tensor(x), t, np.zeros((3, 4)))
-    with pytest.raises(ValueError, match="conditioned on class labels .* or on vectors .*, not both"):
+    with pytest.raises(ValueError, match="DiT: a denoiser is conditioned on class labels .* or on vectors .*, not both"):
         DiT(num_classes=10, context_dim=4, seed=0)
 
 
@@ -330,6 +330,8 @@ def test_ddim_with_clipped_eps_steps_along_the_clipped_x0(t, s_gap, seed):
     got = ddim_step(LINEAR, x, t, s, eps, clip=1.0, clipped_eps=True)
     np.testing.assert_allclose(got, np.sqrt(ab_s) * x0 + np.sqrt(1 - ab_s) * eps_c, rtol=1e-10, atol=1e-12)
     kept = ddim_step(LINEAR, x, t, s, eps, clip=1.0)                           # diffusers' default
+    with pytest.raises(ValueError, match="ddim_step: clipped_eps=True recomputes eps from a clipped x0_hat; pass clip"):
+        ddim_step(LINEAR, x, t, s, eps, clipped_eps=True)
     np.testing.assert_allclose(kept, np.sqrt(ab_s) * x0 + np.sqrt(1 - ab_s) * eps, rtol=1e-10, atol=1e-12)
     inside = np.clip(x0, -0.5, 0.5)                  # an x_t whose x0_hat needs no clipping: both agree
     x_in = np.sqrt(ab_t) * inside + np.sqrt(1 - ab_t) * eps

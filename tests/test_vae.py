@@ -182,6 +182,14 @@ def test_grid_vae_keeps_the_code_an_image_each_cell_seeing_its_own_part():
     loss.backward()
     assert all(p.grad is not None and p.grad.shape == p.shape for p in model.parameters())
     assert model.decode_mean(mu).shape == (2, 3, 8, 12)
+    # and the decoder: changing the codes of the rightmost column of cells leaves the left pixels alone
+    # (two 4x4 stride-2 transposed convs reach from cell column 2 down to pixel column 5 at most)
+    z = mu.numpy().reshape(2, 4, 2, 3)
+    z2 = z.copy()
+    z2[..., 2] += 3.0
+    far = model.decode_mean(z.reshape(2, -1)), model.decode_mean(z2.reshape(2, -1))
+    np.testing.assert_array_equal(far[0][..., :5], far[1][..., :5])
+    assert np.abs(far[0][..., 5:] - far[1][..., 5:]).max() > 1e-6
     with pytest.raises(ValueError, match=r"VAE: arch='grid' lays z out as k numbers on each of the \(H/4\)\(W/4\) = 6 cells; "
                                          "latent_dim=8 is not a multiple of 6"):
         VAE(image_shape=(3, 8, 12), latent_dim=8, arch="grid", seed=0)

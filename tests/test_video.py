@@ -81,24 +81,57 @@ def np_layer_norm(x, w, b, eps):
     return (x - mu) / np.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + eps) * w + b
 
 
+def np_attention(x, p, prefix, heads):
+    """Multi-head softmax attention over the L tokens of x (B, L, D), weights p[prefix + 'qkv.weight'], ..."""
+    b, L, d = x.shape
+    qkv = x @ p[prefix + "qkv.weight"] + p[prefix + "qkv.bias"]
+    q, k, v = (qkv[..., i * d:(i + 1) * d].reshape(b, L, heads, d // heads).transpose(0, 2, 1, 3) for i in range(3))
+    s = q @ k.transpose(0, 1, 3, 2) / math.sqrt(d // heads)
+    a = np.exp(s - s.max(-1, keepdims=True))
+    a /= a.sum(-1, keepdims=True)
+    o = (a @ v).transpose(0, 2, 1, 3).reshape(b, L, d)
+    return o @ p[prefix + "proj.weight"] + p[prefix + "proj.bias"]
+
+
 def np_block(x, blk):
     """One pre-norm block on (B, L, D): plain softmax attention over all L tokens, then the GELU MLP."""
     from scipy.special import erf
     p = {k: v.data for k, v in blk.named_parameters()}
-    b, L, d = x.shape
-    h = blk.attn.num_heads
-    y = np_layer_norm(x, p["norm1.weight"], p["norm1.bias"], 1e-6)
-    qkv = y @ p["attn.qkv.weight"] + p["attn.qkv.bias"]
-    q, k, v = (qkv[..., i * d:(i + 1) * d].reshape(b, L, h, d // h).transpose(0, 2, 1, 3) for i in range(3))
-    s = q @ k.transpose(0, 1, 3, 2) / math.sqrt(d // h)
-    a = np.exp(s - s.max(-1, keepdims=True))
-    a /= a.sum(-1, keepdims=True)
-    o = (a @ v).transpose(0, 2, 1, 3).reshape(b, L, d)
-    x = x + o @ p["attn.proj.weight"] + p["attn.proj.bias"]
+    x = x + np_attention(np_layer_norm(x, p["norm1.weight"], p["norm1.bias"], 1e-6), p, "attn.", blk.attn.num_heads)
     y = np_layer_norm(x, p["norm2.weight"], p["norm2.bias"], 1e-6)
     hid = y @ p["mlp.fc1.weight"] + p["mlp.fc1.bias"]
     hid = 0.5 * hid * (1 + erf(hid / math.sqrt(2)))
     return x + hid @ p["mlp.fc2.weight"] + p["mlp.fc2.bias"]
+
+
+def np_divided(x, blk):
+    """TimeSformer's divided block on (B, T, N, D), from the formulas: time over each patch, then space per frame."""
+    p = {k: v.data for k, v in blk.named_parameters()}
+    b, T, n, d = x.shape
+    xt = x.transpose(0, 2, 1, 3).reshape(b * n, T, d)
+    t_out = np_attention(np_layer_norm(xt, p["temporal_norm.weight"], p["temporal_norm.bias"], 1e-6), p,
+                         "temporal_attn.", blk.temporal_attn.num_heads)
+    t_out = t_out @ p["temporal_fc.weight"] + p["temporal_fc.bias"]
+    x = x + t_out.reshape(b, n, T, d).transpose(0, 2, 1, 3)
+    return np_block(x.reshape(b * T, n, d), blk.spatial).reshape(b, T, n, d)
+
+
+@given(T=st.integers(1, 4), n=st.integers(1, 5), seed=st.integers(0, 1000))
+@settings(max_examples=10, deadline=None)
+def test_divided_block_equals_the_formulas_in_float64(T, n, seed):
+    rng = np.random.default_rng(seed)
+    block = DividedBlock(8, 2, seed=seed).astype(np.float64)
+    block.temporal_fc.weight.data[...] = rng.standard_normal(block.temporal_fc.weight.shape)
+    block.temporal_fc.bias.data[...] = rng.standard_normal(block.temporal_fc.bias.shape)
+    x = rng.standard_normal((2, T, n, 8))
+    with tv.no_grad():
+        got = block(tv.Tensor(x, dtype=np.float64)).numpy()
+    np.testing.assert_allclose(got, np_divided(x, block), rtol=1e-9, atol=1e-11)
+    if T > 1 and n > 1:        # time mixes the same patch across frames: patch 1 of frame 1 reaches patch 0 of frame 0
+        x2 = x.copy()
+        x2[:, 1, 1] += rng.standard_normal(8)       # not a constant: LayerNorm would remove it
+        blk_t = np_divided(x2, block) - np_divided(x, block)
+        assert np.abs(blk_t[:, 0]).max() > 1e-6
 
 
 @pytest.mark.parametrize("T", [1, 3])

@@ -124,7 +124,11 @@ def unique_caption_batches(captions, batch_size: int, rng):
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ValueError(f"unique_caption_batches: batch_size must be an integer >= 1, got {batch_size!r}")
-    order = list(as_rng(rng).permutation(len(captions)))
+    return _unique_batches(captions, batch_size, as_rng(rng))     # checked now, not at the first next()
+
+
+def _unique_batches(captions, batch_size, rng):
+    order = list(rng.permutation(len(captions)))
     while order:
         batch, seen, rest = [], set(), []
         for i in order:

@@ -27,15 +27,21 @@ DIRECTIONS = ("left", "right")
 
 def moving_shapes(n: int, frames: int = 4, canvas_size: int = 16, speed: int = 2, size="small", *, seed,
                   colors=tuple(COLORS)) -> tuple[np.ndarray, list[dict]]:
-    """n clips (n, frames, 3, H, W) and one dict per clip: shape, color, direction, x0 (first column), y."""
+    """n clips (n, frames, 3, H, W) and one dict per clip: shape, color, direction, and x0, y: the object's
+    centre in the first frame (a pixel edge: a square of size 4 covers columns x0 - 2 .. x0 + 1)."""
     where = "moving_shapes"
     n, frames = check_int(where, "n", n, low=0), check_int(where, "frames", frames, low=1)
     canvas_size = check_int(where, "canvas_size", canvas_size, low=4)
     speed = check_int(where, "speed", speed, low=1)
-    if speed * frames > canvas_size // 2:
-        raise ValueError(f"{where}: {frames} frames at {speed} pixels a frame travel {speed * frames} pixels, more "
-                         f"than half the {canvas_size}-pixel canvas (the motion would alias around the wrap)")
+    if 2 * speed >= canvas_size:
+        raise ValueError(f"{where}: speed={speed} pixels a frame must be below half the {canvas_size}-pixel canvas "
+                         f"(on a wrapping canvas, +{speed} and -{canvas_size - speed} are the same move)")
     s = size_px(size, canvas_size)
+    if s > canvas_size - 2:
+        raise ValueError(f"{where}: an object of {s} pixels does not fit the {canvas_size}-pixel canvas with a margin")
+    bad = [c for c in colors if c not in COLORS]
+    if not colors or bad:
+        raise ValueError(f"{where}: colors must be names in {tuple(COLORS)}, got {tuple(colors)!r}")
     rng = as_rng(seed)
     clips = np.zeros((n, frames, 3, canvas_size, canvas_size), np.float32)
     records = []

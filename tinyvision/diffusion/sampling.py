@@ -71,10 +71,12 @@ def ddim_step(schedule: Schedule, x, t: int, s: int, eps, eta: float = 0.0, rng=
     model never predicted; with strong guidance, whose eps overshoots, that breaks the samples
     (lesson 08 measures it)."""
     eta = check_number("ddim_step", "eta", eta, low=0.0)
+    if clipped_eps and clip is None:
+        raise ValueError("ddim_step: clipped_eps=True recomputes eps from a clipped x0_hat; pass clip (e.g. 1.0)")
     if not -1 <= s < t:
         raise ValueError(f"ddim_step: the next step s={s} must be below t={t} (and >= -1)")
     x0 = _x0_hat(schedule, x, t, eps, clip)
-    if clipped_eps and clip is not None:
+    if clipped_eps:
         eps = schedule.eps_from_x0(x, t, x0)
     ab_t = schedule.alpha_bar[t]
     ab_s = schedule.alpha_bar[s] if s >= 0 else 1.0

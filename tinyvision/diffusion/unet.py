@@ -44,11 +44,12 @@ class _Conditioning(Module):
     the zero vector: the unconditional model that classifier-free guidance trains and samples against.
     """
 
-    def __init__(self, dim: int, num_classes: int | None, context_dim: int | None = None, *, seed):
+    def __init__(self, dim: int, num_classes: int | None, context_dim: int | None = None, *, seed, where: str):
         rng = as_rng(seed)
+        self.where = where
         if num_classes and context_dim:
-            raise ValueError(f"a denoiser is conditioned on class labels (num_classes={num_classes}) or on vectors "
-                             f"(context_dim={context_dim}), not both")
+            raise ValueError(f"{where}: a denoiser is conditioned on class labels (num_classes={num_classes}) or on "
+                             f"vectors (context_dim={context_dim}), not both")
         self.dim = dim
         self.fc1, self.fc2 = Linear(dim, dim, seed=rng), Linear(dim, dim, seed=rng)
         self.num_classes, self.context_dim = num_classes, context_dim
@@ -57,8 +58,8 @@ class _Conditioning(Module):
 
     def forward(self, t, y=None):
         if y is not None and self.labels is None and self.context is None:
-            raise ValueError("a condition y was given to a model built without num_classes or context_dim "
-                             "(unconditional)")
+            raise ValueError(f"{self.where}: a condition y was given to a model built without num_classes or "
+                             "context_dim (unconditional)")
         emb = sinusoidal_embedding(t, self.dim).astype(self.fc1.weight.dtype)    # the model's dtype
         c = self.fc2(F.silu(self.fc1(Tensor(emb, device=self.fc1.weight.device))))
         n = len(np.asarray(t))
@@ -71,8 +72,8 @@ class _Conditioning(Module):
             y = y if isinstance(y, Tensor) else Tensor(np.asarray(y, dtype=self.fc1.weight.dtype),
                                                         device=self.fc1.weight.device)
             if y.shape != (n, self.context_dim):
-                raise ValueError(f"the context y must be ({n}, {self.context_dim}), one vector per example, "
-                                 f"got shape {y.shape}")
+                raise ValueError(f"{self.where}: the context y must be ({n}, {self.context_dim}), one vector per "
+                                 f"example, got shape {y.shape}")
             c = c + self.context(y)
         return c
 
@@ -80,10 +81,12 @@ class _Conditioning(Module):
         """y with the rows where mask is True replaced by "no condition" (classifier-free guidance's dropout)."""
         mask = np.asarray(mask, dtype=bool)
         if self.labels is None and self.context is None:
-            raise ValueError("drop_condition: the model is unconditional (built without num_classes or context_dim)")
-        y = np.array(y, copy=True)
+            raise ValueError(f"{self.where}.drop_condition: the model is unconditional (built without num_classes or "
+                             "context_dim)")
+        y = np.array(y.numpy() if isinstance(y, Tensor) else y, copy=True)
         if y.shape[:1] != mask.shape:
-            raise ValueError(f"drop_condition: y has {y.shape[:1]} rows and mask {mask.shape}; one flag per row")
+            raise ValueError(f"{self.where}.drop_condition: y has {y.shape[:1]} rows and mask {mask.shape}; one flag "
+                             "per row")
         y[mask] = self.num_classes if self.labels is not None else 0
         return y
 
@@ -110,7 +113,7 @@ class UNet(Module):
                  groups: int = 8, *, seed):
         in_chans, ch = check_int("UNet", "in_chans", in_chans, low=1), check_int("UNet", "ch", ch, low=1)
         rng = as_rng(seed)
-        self.cond = _Conditioning(4 * ch, num_classes, seed=rng)
+        self.cond = _Conditioning(4 * ch, num_classes, seed=rng, where="UNet")
         self.inp = Conv2d(in_chans, ch, 3, padding=1, seed=rng)
         self.down_block = _ResBlock(ch, ch, 4 * ch, groups, seed=rng)
         self.down = Conv2d(ch, 2 * ch, 3, stride=2, padding=1, seed=rng)
@@ -169,7 +172,7 @@ class DiT(Module):
         rng = as_rng(seed)
         self.patch = PatchEmbed(img_size, patch_size, in_chans, dim, seed=rng)
         self.pos = Tensor(sincos_2d(*self.patch.grid_size, dim).astype(np.float32)[None])
-        self.cond = _Conditioning(dim, num_classes, context_dim, seed=rng)
+        self.cond = _Conditioning(dim, num_classes, context_dim, seed=rng, where="DiT")
         self.blocks = ModuleList([_DiTBlock(dim, heads, seed=rng) for _ in range(depth)])
         self.final_ada = Linear(dim, 2 * dim, seed=rng)
         self.final = Linear(dim, patch_size * patch_size * in_chans, seed=rng)

@@ -16,10 +16,11 @@ The attention, one option (attention=):
                   (temporal_fc) that starts at zero, so at initialisation the block is a ViT block per frame.
     "factorised"  ViViT's model 2: a spatial transformer per frame, its tokens averaged into one per frame
                   (B, T, D), + time_embed, then a temporal transformer over those T frame tokens.
-Every variant ends with LayerNorm, the mean over its tokens, and a Linear head. With the time embedding
-at zero, no attention here knows which frame is which (attention without positions is equivariant to
-permuting its tokens), so joint and divided attention are ALSO blind to frame order until
-time_embed is learned (tests/test_video.py checks each of these).
+Every variant ends with LayerNorm, the mean over its tokens, and a Linear head. With frame-wise
+embedding (tubelet=1) and the time embedding at zero, no attention here knows which frame is which
+(attention without positions is equivariant to permuting its tokens), so joint and divided attention
+are ALSO blind to frame order until time_embed is learned (tests/test_video.py checks each of these).
+A tubelet's weight differs per frame inside it, so tubelet embeddings see order within a tubelet.
 
 attention_scores(attention, T, N) counts the query-key pairs per layer and head, the cost that grows.
 """
@@ -98,6 +99,8 @@ class DividedBlock(Module):
         self.spatial = TransformerBlock(dim, num_heads, mlp_ratio=mlp_ratio, seed=rng)
 
     def forward(self, x):
+        if x.ndim != 4:
+            raise ValueError(f"DividedBlock: x must be tokens (B, T, N, D), got shape {x.shape}")
         b, T, n, d = x.shape
         xt = F.reshape(F.permute(x, (0, 2, 1, 3)), (b * n, T, d))                # one sequence per patch
         res = self.temporal_fc(self.temporal_attn(self.temporal_norm(xt)))
@@ -143,7 +146,8 @@ class VideoTransformer(Module):
         self.head = Linear(dim, num_classes, seed=rng)
 
     def tokens(self, x):
-        """(B, T', N, D): patches embedded, with positions (and times, except for "space")."""
+        """(B, T', N, D): patches embedded, with positions, and times for "joint" and "divided" ("space" has
+        none; "factorised" adds them to its frame tokens, after the spatial transformer)."""
         x = tensor_input("VideoTransformer", x)
         if x.ndim != 5 or x.shape[1] != self.num_frames or x.shape[2] != self.in_chans:
             raise ValueError(f"VideoTransformer: expected clips (B, {self.num_frames}, {self.in_chans}, H, W), "
@@ -155,7 +159,7 @@ class VideoTransformer(Module):
         else:
             tok = self.patch_embed(x)
         tok = tok + self.pos_embed
-        return tok if self.attention == "space" else tok + self.time_embed
+        return tok + self.time_embed if self.attention in ("joint", "divided") else tok
 
     def forward(self, x):
         h = self.tokens(x)
