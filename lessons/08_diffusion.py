@@ -1,6 +1,6 @@
 """Lesson 08: diffusion, on points in the plane and then on digits drawn to order (classifier-free guidance).
 
-Run:  python lessons/08_diffusion.py            (full: about 3 minutes on 2 CPU cores)
+Run:  python lessons/08_diffusion.py            (full: about 2.5 minutes on 2 CPU cores)
       python lessons/08_diffusion.py --quick    (CI: seconds)     options: --seed N  --out DIR
 
 Motivation
@@ -60,7 +60,8 @@ from tinyvision.diffusion import (DiT, MLPDenoiser, as_denoiser, ddpm_step, diff
 from tinyvision.models.judge import energy_distance, frechet_distance, judge_digits
 from tinyvision.optim import AdamW, WarmupCosine
 
-from _common import accuracy_margin, compare, digit_judge, one_blas_thread, parse_args, progress, pyplot, save_figure
+from _common import (accuracy_margin, compare, digit_judge, one_blas_thread, optimise, parse_args, progress, pyplot,
+                     save_figure)
 
 args = parse_args(__doc__)
 one_blas_thread()
@@ -203,17 +204,15 @@ print(f"\n== 5. digits to order: a DiT (8x8 digits as 16 patches of 2x2, width 4
 dit = DiT(img_size=8, patch_size=2, in_chans=1, dim=48, depth=3, heads=4, num_classes=10, seed=args.seed)
 opt = AdamW(dit.parameters(), lr=2e-3, weight_decay=0.0)
 lr_schedule = WarmupCosine(opt, total_steps=DIGIT_STEPS, warmup_steps=min(100, DIGIT_STEPS // 5))
-digit_losses, start = [], time.perf_counter()
-for step in (bar := progress(range(DIGIT_STEPS), "digit DiT", unit="step")):
+start = time.perf_counter()
+
+
+def digit_batch_loss():
     idx = rng.integers(0, len(x_digits), 128)
-    loss = diffusion_loss(dit, digit_sched, x_digits[idx], rng, y=y_digits[idx], p_uncond=P_UNCOND)
-    opt.zero_grad()
-    loss.backward()
-    lr_schedule.step()
-    opt.step()
-    digit_losses.append(loss.item())
-    if step % 100 == 0:
-        bar.set_postfix(loss=f"{np.mean(digit_losses[-100:]):.3f}")
+    return diffusion_loss(dit, digit_sched, x_digits[idx], rng, y=y_digits[idx], p_uncond=P_UNCOND)
+
+
+digit_losses = optimise(digit_batch_loss, opt, DIGIT_STEPS, "digit DiT", schedule=lr_schedule)
 digit_seconds = time.perf_counter() - start
 k = max(1, min(100, DIGIT_STEPS // 2))
 print(f"  loss: first {k} steps {np.mean(digit_losses[:k]):.3f}, last {k} {np.mean(digit_losses[-k:]):.3f}; "

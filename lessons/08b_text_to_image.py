@@ -1,6 +1,6 @@
 """Lesson 08b: text to image, by diffusion in the latent space of an autoencoder, guided by a CLIP text tower.
 
-Run:  python lessons/08b_text_to_image.py            (full: about 3 minutes on 2 CPU cores; seconds when
+Run:  python lessons/08b_text_to_image.py            (full: under 4 minutes on 2 CPU cores; seconds when
                                                       its three models are cached in --out)
       python lessons/08b_text_to_image.py --quick    (CI: seconds)     options: --seed N  --out DIR
 
@@ -63,7 +63,8 @@ from tinyvision.models.vae import VAE, negative_elbo
 from tinyvision.optim import Adam, AdamW, WarmupCosine, clip_grad_norm, param_groups_no_decay
 from tinyvision.text import Tokenizer
 
-from _common import accuracy_margin, cached_model, compare, one_blas_thread, parse_args, progress, pyplot, save_figure
+from _common import (accuracy_margin, cached_model, compare, one_blas_thread, optimise, parse_args, progress, pyplot,
+                     save_figure)
 
 args = parse_args(__doc__)
 one_blas_thread()
@@ -222,17 +223,11 @@ def train_dit(model):
     rng = np.random.default_rng((args.seed, 3))
     opt = AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
     lr_schedule = WarmupCosine(opt, total_steps=DIT_STEPS, warmup_steps=max(1, min(100, DIT_STEPS // 5)))
-    losses = []
-    for step in (bar := progress(range(DIT_STEPS), "latent DiT", unit="step")):
+
+    def batch_loss():
         idx = rng.integers(0, N_TRAIN, 128)
-        loss = diffusion_loss(model, sched, z_train[idx], rng, y=cond_train[idx], p_uncond=P_UNCOND)
-        opt.zero_grad()
-        loss.backward()
-        lr_schedule.step()
-        opt.step()
-        losses.append(loss.item())
-        if step % 100 == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-100:]):.3f}")
+        return diffusion_loss(model, sched, z_train[idx], rng, y=cond_train[idx], p_uncond=P_UNCOND)
+    losses = optimise(batch_loss, opt, DIT_STEPS, "latent DiT", schedule=lr_schedule)
     k = max(1, min(100, DIT_STEPS // 2))
     print(f"  loss: first {k} steps {np.mean(losses[:k]):.3f}, last {k} {np.mean(losses[-k:]):.3f}")
 
@@ -294,7 +289,7 @@ print("  compositional generalisation: " + compare("seen pairs", by_w[best_w]["a
 show = ["a small red circle on the left", "a large blue triangle on the right", "a small yellow square on the right",
         "a large green circle on the left", "a small blue square on the left", "a large yellow triangle on the right"]
 fig, axes = pyplot().subplots(len(show), 1 + len(W_VALUES), figsize=(2.2 * (1 + len(W_VALUES)), 0.9 * len(show)),
-                              gridspec_kw={"wspace": 0.05, "hspace": 0.15})
+                              gridspec_kw={"wspace": 0.05, "hspace": 0.15, "width_ratios": [1.5] + [1] * len(W_VALUES)})
 for row, text in enumerate(show):
     i = prompt_text.index(text) * PER_PROMPT
     axes[row, 0].text(0, 0.5, text + ("\n(unseen pair)" if is_unseen(ALL_PROMPTS[i // PER_PROMPT]) else ""),

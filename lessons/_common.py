@@ -23,7 +23,7 @@ import shlex
 import sys
 from pathlib import Path
 
-__all__ = ["accuracy_margin", "cached_model", "compare", "digit_judge", "one_blas_thread", "parse_args", "progress", "pyplot", "save_figure",
+__all__ = ["accuracy_margin", "cached_model", "compare", "digit_judge", "optimise", "one_blas_thread", "parse_args", "progress", "pyplot", "save_figure",
            "ticking", "trend"]
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "out"
@@ -155,6 +155,23 @@ def ticking(bar, augment=None):
         bar.update()
         return xb if augment is None else augment(xb, rng)
     return augment_and_tick
+
+
+def optimise(step_loss, opt, steps: int, desc: str, schedule=None, log_every: int = 100) -> list:
+    """The training loop, `steps` times: loss = step_loss(); zero the gradients; backward; the schedule's
+    step (if any), then the optimiser's. Returns the losses; the bar shows the mean of the last log_every."""
+    losses = []
+    for step in (bar := progress(range(steps), desc, unit="step")):
+        loss = step_loss()
+        opt.zero_grad()
+        loss.backward()
+        if schedule is not None:
+            schedule.step()
+        opt.step()
+        losses.append(loss.item())
+        if step % log_every == 0:
+            bar.set_postfix(loss=f"{sum(losses[-log_every:]) / len(losses[-log_every:]):.3f}")
+    return losses
 
 
 def cached_model(out_dir, name: str, model, train):
