@@ -41,7 +41,8 @@ Exercises
     1. Train with T = 20 steps instead of 100. Where do the samples go wrong?
     2. Use the unscaled linear schedule (betas 1e-4..0.02 at T = 100) and sample from N(0, I): why are
        the samples too tight? (abar_T is printed in section 1.)
-    3. Predict x_0 instead of eps (the loss on x_0). Which one trains faster here?
+    3. Predict x_0 instead of eps: diffusion_loss(..., prediction="x0") and as_denoiser(model,
+       prediction="x0", schedule=sched). Which one trains faster here? And "v"?
     4. Train the digit model with P_UNCOND = 0 and sample with w = 3. What does the "unconditional"
        half of guidance then compute, and what happens to the samples?
     5. Sample digits with eta = 1 in DDIM (fresh noise at every step) at 50 steps. Closer to DDPM?

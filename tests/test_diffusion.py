@@ -337,3 +337,42 @@ def test_ddim_with_clipped_eps_steps_along_the_clipped_x0(t, s_gap, seed):
     x_in = np.sqrt(ab_t) * inside + np.sqrt(1 - ab_t) * eps
     np.testing.assert_allclose(ddim_step(LINEAR, x_in, t, s, eps, clip=1.0, clipped_eps=True),
                                ddim_step(LINEAR, x_in, t, s, eps, clip=1.0), rtol=1e-9, atol=1e-12)
+
+
+@given(t=st.integers(0, 999), seed=st.integers(0, 2 ** 16))
+@settings(max_examples=30, deadline=None)
+def test_eps_x0_and_v_determine_each_other_given_x_t(t, seed):
+    rng = np.random.default_rng(seed)
+    x0, eps = rng.standard_normal(20), rng.standard_normal(20)
+    xt = LINEAR.q_sample(x0, t, eps)
+    v = LINEAR.v_target(x0, t, eps)
+    np.testing.assert_allclose(LINEAR.eps_from_v(xt, t, v), eps, rtol=1e-9, atol=1e-9)
+    a, s = math.sqrt(LINEAR.alpha_bar[t]), math.sqrt(1 - LINEAR.alpha_bar[t])
+    np.testing.assert_allclose(a * xt - s * v, x0, rtol=1e-9, atol=1e-9)          # and x_0 = a x_t - s v
+    if LINEAR.alpha_bar[t] > 1e-3:     # x_0 from eps divides by sqrt(abar_t): well conditioned away from the end
+        np.testing.assert_allclose(LINEAR.eps_from_x0(xt, t, x0), eps, rtol=1e-7, atol=1e-7)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+def test_each_prediction_target_trains_to_zero_loss_with_an_oracle_and_samples_x0(prediction):
+    """A model that knows x_0 and outputs the target of `prediction` has zero loss, and as_denoiser turns its
+    output back into the eps with which every sampler returns x_0."""
+    from tinyvision.diffusion import as_denoiser, diffusion_loss
+    import tinyvision as tv
+    x0 = np.random.default_rng(0).uniform(-1, 1, (6, 3))
+
+    class Oracle:
+        def __call__(self, x, t):
+            xt = x.numpy().astype(np.float64)
+            eps = LINEAR.eps_from_x0(xt, t, x0)
+            out = {"eps": eps, "x0": x0, "v": LINEAR.v_target(x0, t, eps)}[prediction]
+            return tv.Tensor(out.astype(np.float32))
+    oracle = Oracle()
+    assert diffusion_loss(oracle, LINEAR, x0, np.random.default_rng(1), prediction=prediction).item() < 1e-6
+    other = {"eps": "x0", "x0": "v", "v": "eps"}[prediction]
+    assert diffusion_loss(oracle, LINEAR, x0, np.random.default_rng(1), prediction=other).item() > 1e-2
+    got = sample(as_denoiser(oracle, prediction=prediction, schedule=LINEAR), LINEAR, x0.shape,
+                 np.random.default_rng(2), "ddim", 20)
+    np.testing.assert_allclose(got, x0, atol=2e-4)          # the oracle's output passes through float32
+    with pytest.raises(ValueError, match="as_denoiser: prediction='x0' needs the schedule"):
+        as_denoiser(oracle, prediction="x0")

@@ -8,10 +8,10 @@ Read in this order:
 Everything here is NumPy float64 math, checked against closed forms and published values in
 tests/test_diffusion.py; the denoising networks that supply eps_hat are models of their own.
 """
-from .denoisers import MLPDenoiser, as_denoiser, diffusion_loss, sinusoidal_embedding
+from .denoisers import PREDICTIONS, MLPDenoiser, as_denoiser, diffusion_loss, sinusoidal_embedding
 from .sampling import ddim_invert, ddim_step, ddim_timesteps, ddpm_step, guided_denoiser, sample
 from .schedules import KINDS, Schedule, make_schedule
 from .unet import DiT, UNet
 
-__all__ = ["DiT", "KINDS", "MLPDenoiser", "UNet", "Schedule", "as_denoiser", "diffusion_loss", "sinusoidal_embedding", "ddim_invert", "ddim_step", "ddim_timesteps", "ddpm_step", "guided_denoiser",
+__all__ = ["DiT", "KINDS", "MLPDenoiser", "PREDICTIONS", "UNet", "Schedule", "as_denoiser", "diffusion_loss", "sinusoidal_embedding", "ddim_invert", "ddim_step", "ddim_timesteps", "ddpm_step", "guided_denoiser",
            "make_schedule", "sample"]

@@ -3,6 +3,10 @@
 Training (Ho et al. 2020, Algorithm 1, "L_simple"): draw x_0 from the data, t uniformly from 0..T-1 and
 eps ~ N(0, I), form x_t = q_sample(x_0, t, eps), and regress the noise:
     L = mean over the batch and the coordinates of (eps - eps_theta(x_t, t))^2
+or, with prediction="x0" or "v", the network's output regresses x_0, or v = sqrt(abar_t) eps -
+sqrt(1 - abar_t) x_0 (Salimans & Ho 2022), instead; the samplers still take eps, which as_denoiser
+recovers from the output (Schedule.eps_from_x0, eps_from_v). Same information, different weighting
+over t: eps is easy to predict at high noise and x_0 at low noise; v is between.
 The network is told t through a sinusoidal embedding (Vaswani et al. 2017, sec. 3.5):
     emb(t) = [sin(t w_0), ..., sin(t w_{h-1}), cos(t w_0), ..., cos(t w_{h-1})],  w_k = 10000^(-k / h),  h = dim / 2
 (diffusers' get_timestep_embedding with downscale_freq_shift = 0; DDPM's own code divides by h - 1.)
@@ -16,13 +20,15 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ops as F
-from ..checks import check_int, check_number
+from ..checks import check_choice, check_int, check_number
 from ..nn import Linear, Module, ModuleList
 from ..nn.init import as_rng
 from ..tensor import Tensor, no_grad
 from .schedules import Schedule
 
-__all__ = ["MLPDenoiser", "as_denoiser", "diffusion_loss", "sinusoidal_embedding"]
+__all__ = ["MLPDenoiser", "PREDICTIONS", "as_denoiser", "diffusion_loss", "sinusoidal_embedding"]
+
+PREDICTIONS = ("eps", "x0", "v")
 
 
 def sinusoidal_embedding(values, dim: int, max_period: float = 10000.0) -> np.ndarray:
@@ -68,7 +74,7 @@ class MLPDenoiser(Module):
         return self.out(h)
 
 
-def diffusion_loss(model, schedule: Schedule, x0, rng, y=None, p_uncond: float = 0.0) -> Tensor:
+def diffusion_loss(model, schedule: Schedule, x0, rng, y=None, p_uncond: float = 0.0, prediction: str = "eps") -> Tensor:
     """L_simple on a batch x_0 (B, ...): one t and one eps per example; returns the mean squared error.
 
     y: the batch's conditions (labels or vectors) for a conditional model; each row is replaced by "no
@@ -91,16 +97,29 @@ def diffusion_loss(model, schedule: Schedule, x0, rng, y=None, p_uncond: float =
         pred = model(Tensor(xt.astype(np.float32)), t, y)
     if pred.shape != x0.shape:
         raise ValueError(f"diffusion_loss: the model returned shape {pred.shape}, expected the data's {x0.shape}")
-    diff = pred - Tensor(eps.astype(np.float32))
+    if prediction == "eps":
+        target = eps
+    else:
+        target = x0 if prediction == "x0" else schedule.v_target(x0, t, eps)
+    diff = pred - Tensor(target.astype(np.float32), device=pred.device)
     return F.mean(diff * diff)
 
 
-def as_denoiser(model, y=None):
+def as_denoiser(model, y=None, prediction: str = "eps", schedule: Schedule | None = None):
     """The sampler's view of a trained model: denoise(x, t) -> eps_hat as float64, t one int for the batch;
-    y: the condition of every row (labels or vectors), or None for the model's unconditional prediction."""
+    y: the condition of every row (labels or vectors), or None for the model's unconditional prediction.
+    prediction: what the model was trained to output; "x0" and "v" are turned into eps with `schedule`."""
+    prediction = check_choice("as_denoiser", "prediction", prediction, PREDICTIONS)
+    if prediction != "eps" and schedule is None:
+        raise ValueError(f"as_denoiser: prediction={prediction!r} needs the schedule to turn the output into eps")
+
     def denoise(x, t):
-        x = Tensor(np.asarray(x, np.float32))
+        xt = np.asarray(x, np.float64)
+        x = Tensor(xt.astype(np.float32))
         with no_grad():
             out = model(x, np.full(len(x), t)) if y is None else model(x, np.full(len(x), t), y)
-        return out.numpy().astype(np.float64)
+        out = out.numpy().astype(np.float64)
+        if prediction == "x0":
+            return schedule.eps_from_x0(xt, t, out)
+        return schedule.eps_from_v(xt, t, out) if prediction == "v" else out
     return denoise

@@ -86,6 +86,12 @@ class Schedule:
         _, ab, _, _ = self._at(t, x0)
         return np.sqrt(ab) * eps - np.sqrt(1 - ab) * x0
 
+    def eps_from_v(self, xt, t, v):
+        """The eps that x_t and v imply. With a = sqrt(abar_t), s = sqrt(1 - abar_t), a^2 + s^2 = 1:
+        x_t = a x_0 + s eps and v = a eps - s x_0 give eps = s x_t + a v (and x_0 = a x_t - s v)."""
+        _, ab, _, _ = self._at(t, xt)
+        return np.sqrt(1 - ab) * xt + np.sqrt(ab) * v
+
     def _at(self, t, like):
         """(t, abar_t, abar_{t-1}, beta_t), the three shaped to broadcast over `like` (B, ...) when t is per example."""
         t = np.asarray(t)
