@@ -21,8 +21,8 @@ The idea
        data density and q the generator's (Goodfellow et al. 2014, Prop. 1). Train a D against a known
        q and compare it with that formula point by point.
     3. The saturating trap. The original minimax loss for G, -softplus(l_fake), has the gradient
-       -sigma(l) per sample, which vanishes when D confidently says "fake" (l << 0): exactly the state
-       of a fresh G. The non-saturating loss has -sigma(-l), close to -1 there.
+       -sigma(l) per sample, which vanishes when D confidently says "fake" (l << 0): the state G is in
+       once D has out-learned it (section 3 gives D a head start to get there). The non-saturating loss has -sigma(-l), close to -1 there.
     4. Mode collapse. G can fool D by putting all its samples in one place, if D cannot see that the
        place is over-full. We make it happen with a discriminator too narrow to keep up, then apply
        one remedy, packing (PacGAN, Lin et al. 2018): D judges pairs of samples, and a pair from a
@@ -273,7 +273,8 @@ for kind in GENERATOR_LOSSES:
           f"{race[kind]['modes_covered']} modes, {race[kind]['high_quality']:.3f} high quality")
 print("  modes covered: " + compare("the non-saturating loss", race["non_saturating"]["modes_covered"], "the saturating one",
                                      race["saturating"]["modes_covered"], verb="covers more than", fmt=".0f"))
-if race["saturating"]["modes_covered"] < race["non_saturating"]["modes_covered"]:
+if (race["saturating"]["modes_covered"] < race["non_saturating"]["modes_covered"]
+        and top_share["saturating"] > top_share["non_saturating"]):
     print("  (Adam divides each step by the running size of the gradient, so the saturating loss's small gradient still\n"
           f"   moves G; but {top_share['saturating']:.0%} of its per-sample weight sits on 5% of the fakes, against "
           f"{top_share['non_saturating']:.0%} for the non-saturating loss)")
@@ -317,9 +318,10 @@ print("  modes covered: " + compare("packing", med[2]["modes_covered"], "single 
                                      verb="covers more than", fmt=".0f"))
 print("  high-quality share: " + compare("packing", med[2]["high_quality"], "single samples", med[1]["high_quality"],
                                           margin=hq_margin, verb="beats"))
-print("  precision needs a strong D, pairs or not: " + compare(f"the {RECIPE['d_hidden']}-wide D", ring_hq,
-                                                          f"the {narrow}-wide D with pairs", med[2]["high_quality"],
-                                                          margin=hq_margin, verb="has a higher high-quality share than"))
+precision = compare(f"the {RECIPE['d_hidden']}-wide D", ring_hq, f"the {narrow}-wide D with pairs",
+                    med[2]["high_quality"], margin=hq_margin, verb="has a higher high-quality share than")
+lead = "precision needs a strong D, pairs or not: " if ring_hq - med[2]["high_quality"] > hq_margin else ""
+print("  " + lead + precision)
 collapsed_any = med[1]["spread"] < 0.5 * spread_data
 print(f"  without packing the median spread is {med[1]['spread'] / spread_data:.0%} of the data's: "
       + ("the generator has squeezed its samples into a small region, the signature of mode collapse" if collapsed_any

@@ -376,3 +376,5 @@ def test_each_prediction_target_trains_to_zero_loss_with_an_oracle_and_samples_x
     np.testing.assert_allclose(got, x0, atol=2e-4)          # the oracle's output passes through float32
     with pytest.raises(ValueError, match="as_denoiser: prediction='x0' needs the schedule"):
         as_denoiser(oracle, prediction="x0")
+    with pytest.raises(ValueError, match="diffusion_loss: prediction must be one of"):
+        diffusion_loss(oracle, LINEAR, x0, np.random.default_rng(1), prediction="noise")

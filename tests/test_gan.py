@@ -176,15 +176,18 @@ def test_fit_discriminator_on_the_ring_approaches_p_over_p_plus_q():
     p = ring_of_gaussians(std=0.2)
     q = GaussianMixture2D("q", [[0.0, 0.0]], 0.7)
     d = MLPDiscriminator((2,), hidden=64, seed=0)
-    fit_discriminator(d, lambda n, r: p.sample(n, seed=r)[0], lambda n, r: q.sample(n, seed=r)[0],
-                      steps=600, batch_size=256, lr=3e-3, seed=0)
     x = np.concatenate([p.sample(2000, seed=1)[0], q.sample(2000, seed=2)[0]])     # where the data are
     d_star = p.density(x) / (p.density(x) + q.density(x))
-    with tv.no_grad():
-        d_x = tv.ops.sigmoid(d(tv.Tensor(x))).numpy()
-    mae = np.abs(d_x - d_star).mean()
-    assert mae < 0.08, mae         # a constant D = 1/2 scores about 0.3, the untrained one about as much
-    assert np.abs(0.5 - d_star).mean() > 0.2
+
+    def mean_error():
+        with tv.no_grad():
+            return np.abs(tv.ops.sigmoid(d(tv.Tensor(x))).numpy() - d_star).mean()
+    untrained = mean_error()
+    fit_discriminator(d, lambda n, r: p.sample(n, seed=r)[0], lambda n, r: q.sample(n, seed=r)[0],
+                      steps=600, batch_size=256, lr=3e-3, seed=0)
+    mae = mean_error()
+    assert mae < 0.08, mae
+    assert untrained > 0.2 and np.abs(0.5 - d_star).mean() > 0.2     # the untrained D and a constant 1/2 are far off
 
 
 # --- the 2-D mixtures ----------------------------------------------------------------------------------
@@ -342,3 +345,19 @@ def test_train_gan_checks_its_arguments():
         train_gan(g, d, np.zeros(3), steps=1, seed=0)
     with pytest.raises(TypeError, match="train_gan: the generator needs a latent_dim"):
         train_gan(Linear(2, 2, seed=0), d, shifted_gaussian, steps=1, seed=0)
+
+
+def test_train_gan_checks_its_snapshot_settings_before_training_and_coverage_needs_a_positive_share():
+    from tinyvision.models.judge import class_coverage
+    g, d = MLPGenerator(2, (2,), hidden=8, seed=0), MLPDiscriminator((2,), hidden=8, seed=0)
+    data = ring_of_gaussians().sample(64, seed=0)[0]
+    with pytest.raises(TypeError, match=r"train_gan: snapshot_at must be a list of steps \(e.g. \[0, 2\]\), got 100"):
+        train_gan(g, d, data, steps=2, seed=0, snapshot_at=100)
+    with pytest.raises(ValueError, match=r"train_gan: snapshot_at\[\] must be an int"):
+        train_gan(g, d, data, steps=2, seed=0, snapshot_at=[5])
+    with pytest.raises(ValueError, match="train_gan: snapshot_n must be an int"):
+        train_gan(g, d, data, steps=2, seed=0, snapshot_n=0)
+    with pytest.raises(TypeError, match="train_gan: log must be a function"):
+        train_gan(g, d, data, steps=2, seed=0, log="print")
+    with pytest.raises(ValueError, match="class_coverage: min_share must be"):
+        class_coverage(np.full((3, 10), 0.1), min_share=0.0)

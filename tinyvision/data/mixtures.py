@@ -10,7 +10,8 @@ code of fjxmlzn/PacGAN, config.py and pacgan/extensions.py):
     every mode has the same weight; the protocol draws 2,500 generated samples.
 
 mode_coverage(samples, mixture):
-    distance of a sample x to mode k, in standard deviations (per-axis Mahalanobis):
+    distance of a sample x to mode k, in standard deviations (the Euclidean distance over std; every
+    mode is isotropic):
         d_k(x) = sqrt( sum_axes (x - mu_k)^2 / std^2 )
     x is HIGH QUALITY when min_k d_k(x) < 3 (strictly, as the PacGAN code);
     a mode is COVERED when it is the nearest mode of at least one high-quality sample;

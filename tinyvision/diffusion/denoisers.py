@@ -79,8 +79,10 @@ def diffusion_loss(model, schedule: Schedule, x0, rng, y=None, p_uncond: float =
 
     y: the batch's conditions (labels or vectors) for a conditional model; each row is replaced by "no
     condition" with probability p_uncond (model.drop_condition), so that one network learns both the
-    conditional and the unconditional model that classifier-free guidance combines (Ho & Salimans 2022)."""
+    conditional and the unconditional model that classifier-free guidance combines (Ho & Salimans 2022).
+    prediction: what the output regresses: "eps", "x0" or "v" (the module docstring); the same in as_denoiser."""
     p_uncond = check_number("diffusion_loss", "p_uncond", p_uncond, low=0.0, high=1.0)
+    prediction = check_choice("diffusion_loss", "prediction", prediction, PREDICTIONS)
     x0 = np.asarray(x0, dtype=np.float64)
     t = rng.integers(0, schedule.T, size=len(x0))
     eps = rng.standard_normal(x0.shape)

@@ -298,8 +298,9 @@ def fit_discriminator(discriminator, real, fake, *, steps: int, batch_size: int 
     real, fake: arrays (N, ...) of samples or callables f(n, rng) -> n samples (a frozen generator:
     lambda n, rng: generate(G, n, seed=rng)). The minimiser of the expected loss is the optimal
     discriminator of Goodfellow et al. (2014, Prop. 1): sigma(D*(x)) = p(x) / (p(x) + q(x)), i.e. the
-    logit D*(x) = log p(x) - log q(x). Adam, with the lr lowered to 0 along a cosine by default: the
-    noise of the last steps is what separates the trained D from D*.
+    logit D*(x) = log p(x) - log q(x). Adam, with the lr lowered to 0 along a cosine by default, so that
+    the last steps' gradient noise does not move D away from where it settled (D's capacity and the
+    finite samples also keep it from D* exactly).
     """
     where = "fit_discriminator"
     steps = check_int(where, "steps", steps, low=1)
@@ -351,7 +352,12 @@ def train_gan(generator, discriminator, real, *, steps: int, batch_size: int = 6
     d_steps = check_int(where, "d_steps", d_steps, low=1)
     schedule = check_choice(where, "schedule", schedule, ("constant", "cosine"))
     log_every = check_int(where, "log_every", log_every, low=0)
-    snapshot_at = sorted({check_int(where, "snapshot_at[]", s, low=0) for s in snapshot_at})
+    if isinstance(snapshot_at, (int, np.integer)) or not hasattr(snapshot_at, "__iter__"):
+        raise TypeError(f"{where}: snapshot_at must be a list of steps (e.g. [0, {steps}]), got {snapshot_at!r}")
+    snapshot_at = sorted({check_int(where, "snapshot_at[]", s, low=0, high=steps + 1) for s in snapshot_at})
+    check_int(where, "snapshot_n", snapshot_n, low=1)
+    if log is not None and not callable(log):
+        raise TypeError(f"{where}: log must be a function of one line of text, or None; got {type(log).__name__}")
     if getattr(generator, "latent_dim", None) is None:
         raise TypeError(f"{where}: the generator needs a latent_dim attribute (the size of z), "
                         f"got a {type(generator).__name__} without one")

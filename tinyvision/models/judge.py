@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..checks import check_int, check_probability
+from ..checks import check_int, check_number
 from ..ops.reduce import softmax_array
 from ..tensor import Tensor, no_grad
 from .cnn import SmallCNN
@@ -56,7 +56,7 @@ def judge_digits(judge, images, batch_size: int = 512) -> tuple:
 def class_coverage(probs, min_share: float = 0.02) -> dict:
     """Which classes the samples hit: a class counts as present when at least `min_share` of the samples
     are judged to be it (argmax); also the mean confidence (max probability) and the predicted shares."""
-    min_share = check_probability("class_coverage", "min_share", min_share)
+    min_share = check_number("class_coverage", "min_share", min_share, low=0.0, high=1.0, low_open=True)
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or len(probs) == 0:
         raise ValueError(f"class_coverage: probs must be (N, classes) with N >= 1, got shape {probs.shape}")
