@@ -1,6 +1,6 @@
 """Lesson 09: video transformers, where time is a direction and not just more pixels.
 
-Run:  python lessons/09_video.py            (full: about 2 minutes on 2 CPU cores)
+Run:  python lessons/09_video.py            (full: about 3.5 minutes on 2 CPU cores)
       python lessons/09_video.py --quick    (CI: seconds)     options: --seed N  --out DIR
 
 Motivation
@@ -28,7 +28,10 @@ What to look at
     - The time embedding: it starts at zero (TimeSformer's init), where joint and divided attention are
       as blind to frame order as space-only; how far training moved it is printed.
     - Whether joint and factorised attention learn the direction in the same number of steps as
-      divided attention, which compares each patch with itself across frames directly.
+      divided attention, which compares each patch with itself across frames directly. At zero the time
+      embedding sits on a saddle: averaged over the data (which looks the same played backwards), its
+      gradient is zero, and only batch noise pushes it off. The accuracy every 2 epochs (printed, and
+      lessons/out/09_learning.png) shows how long each attention stays at chance before it leaves.
     - The cost table: query-key pairs per layer, measured time and peak memory per batch of clips, as
       the number of frames grows; where joint attention stops fitting the memory budget.
 
@@ -61,7 +64,7 @@ one_blas_thread()
 QUICK = args.quick
 FRAMES, CANVAS, SPEED, PATCH = 4, 16, 2, 4
 N_TRAIN, N_TEST = (300, 200) if QUICK else (3000, 600)
-EPOCHS = {"direction": 6 if QUICK else 13, "shape": 4}       # batches of 64: about 600 and 190 steps in full mode
+EPOCHS = {"direction": 6 if QUICK else 20, "shape": 4}       # batches of 64: about 940 and 190 steps in full mode
 DIM, DEPTH, HEADS = 32, 2, 2
 
 # %% 1. Data
@@ -91,26 +94,29 @@ save_figure(fig, args.out, "09_clips.png")
 
 
 # %% 2. Train every attention on both tasks
-def train(attention, task, epochs):
-    """The project's classifier loop (tinyvision.training.train_classifier); returns (model, test accuracy, s)."""
+def train(attention, task, epochs, val_every=0):
+    """The project's classifier loop (tinyvision.training.train_classifier); returns (model, History)."""
     x_train, y_train, x_test, y_test = tasks[task]
     model = VideoTransformer(FRAMES, CANVAS, PATCH, in_chans=3, dim=DIM, depth=DEPTH, num_heads=HEADS,
                              num_classes=int(y_train.max()) + 1, attention=attention, seed=args.seed)
     steps = epochs * -(-len(x_train) // 64)
     with progress(desc=f"{attention}, {task}", total=steps, unit="step", leave=False) as bar:
         history = train_classifier(model, x_train, y_train, epochs=epochs, batch_size=64, lr=2e-3, weight_decay=0.0,
-                                   warmup_fraction=0.1, seed=args.seed, augment=ticking(bar), x_val=x_test, y_val=y_test)
-    return model, history.val_accuracy[-1], history.seconds
+                                   warmup_fraction=0.1, seed=args.seed, augment=ticking(bar), x_val=x_test, y_val=y_test,
+                                   val_every=val_every)
+    return model, history
 
 
 print(f"\n== 2. training: width {DIM}, {DEPTH} blocks, {HEADS} heads, patches of {PATCH} "
       f"(N = {(CANVAS // PATCH) ** 2} per frame), batches of 64 clips, AdamW 2e-3, {EPOCHS['direction']} epochs on the "
       f"direction task and {EPOCHS['shape']} on the shape task; test accuracy (+-{accuracy_margin(N_TEST):.2f} is noise)")
 print(f"  {'attention':11s} {'parameters':>10s} {'direction':>10s} {'shape':>7s} {'|time embed|':>13s} {'seconds':>8s}")
-results = {}
+results, curves = {}, {}
 for attention in ATTENTIONS:
-    model, acc_dir, s_dir = train(attention, "direction", EPOCHS["direction"])
-    _, acc_shape, s_shape = train(attention, "shape", EPOCHS["shape"])
+    model, hist = train(attention, "direction", EPOCHS["direction"], val_every=2)
+    acc_dir, s_dir, curves[attention] = hist.val_accuracy[-1], hist.seconds, hist.val_accuracy
+    _, hist = train(attention, "shape", EPOCHS["shape"])
+    acc_shape, s_shape = hist.val_accuracy[-1], hist.seconds
     moved = float(np.abs(model.time_embed.numpy()).max())
     params = sum(p.size for p in model.parameters())
     results[attention] = {"direction": round(acc_dir, 4), "shape": round(acc_shape, 4), "parameters": params,
@@ -126,6 +132,18 @@ for attention in ("joint", "divided", "factorised"):
                     margin=margin, verb="beats", fmt=".3f"))
 print("  (|time embed| is the largest entry of the learned time embedding, which starts at zero, where the model is\n"
       "   as blind to frame order as space-only; space-only has none)")
+epochs_seen = list(range(2, EPOCHS["direction"] + 1, 2))
+print("  direction test accuracy every 2 epochs (the time embedding starts on a saddle: see 'What to look at'):")
+print("  " + f"{'epoch':11s}" + "".join(f"{e:6d}" for e in epochs_seen))
+for attention in ATTENTIONS:
+    print("  " + f"{attention:11s}" + "".join(f"{a:6.2f}" for a in curves[attention]))
+fig, ax = pyplot().subplots(figsize=(6, 3.6))
+for attention in ATTENTIONS:
+    ax.plot(epochs_seen, curves[attention], marker="o", label=attention)
+ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+ax.set(xlabel="epoch", ylabel="direction test accuracy", ylim=(0.3, 1.02), title="learning which way the shape moves")
+ax.legend(fontsize=8)
+save_figure(fig, args.out, "09_learning.png")
 
 # %% 3. The cost of attending across time
 print("\n== 3. cost per layer and head: query-key pairs scored, for N patches per frame and T frames; then the whole "

@@ -387,3 +387,50 @@ def test_one_frame_of_a_moving_shape_says_nothing_about_its_direction():
             assert columns == {(r["x0"] + k * step + j) % 16 for j in range(-2, 2)}
     for direction in ("left", "right"):
         assert {r["x0"] for r in records if r["direction"] == direction} == set(range(16))
+
+
+def test_sliding_shapes_stay_whole_and_move_exactly_speed_pixels_a_frame():
+    from tinyvision.data import motion_steadiness, object_centres, read_object, sliding_shapes
+    clips, records = sliding_shapes(300, frames=4, canvas_size=(6, 12), speed=1, size=4, seed=0, colors=("red", "blue"))
+    assert clips.shape == (300, 4, 3, 6, 12) and clips.dtype == np.float32
+    for clip, r in zip(clips, records):
+        step = 1 if r["direction"] == "right" else -1
+        whole = read_object(clip[0])
+        assert (whole["shape"], whole["color"]) == (r["shape"], r["color"])
+        for k in range(4):                  # shifted, not rolled: nothing wraps, nothing is cut at an edge
+            np.testing.assert_array_equal(clip[k], np.roll(clip[0], k * step, axis=2))
+            assert clip[k].max(axis=0).sum() == clip[0].max(axis=0).sum()
+    # left-movers start where right-movers end: both cover the same columns
+    starts = {d: {r["x0"] for r in records if r["direction"] == d} for d in ("left", "right")}
+    assert starts["right"] == set(range(2, 8)) and starts["left"] == {12 - x for x in range(2, 8)}
+    centres = object_centres(clips)
+    np.testing.assert_allclose(centres[:, 1:] - centres[:, :-1],
+                               np.array([[1.0 if r["direction"] == "right" else -1.0] * 3 for r in records]))
+    steady, jerk = motion_steadiness(centres, speed=1)
+    assert steady.all() and not jerk.any()
+    with pytest.raises(ValueError, match=r"sliding_shapes: an object of 4 pixels moving 3 pixels a frame for 4 frames "
+                                         r"does not stay whole on a canvas of 6x12"):
+        sliding_shapes(2, frames=4, canvas_size=(6, 12), speed=3, seed=0)
+
+
+def test_object_centres_and_motion_steadiness_against_hand_made_tracks():
+    from tinyvision.data import motion_steadiness, object_centres
+    clips = np.zeros((1, 3, 3, 2, 8))
+    clips[0, 0, 1, 0, 2] = 1.0          # one pixel at column 2: centre 2.5
+    clips[0, 1, 0, :, 3:5] = 0.9        # columns 3 and 4: centre 4.0
+    clips[0, 2, 2, 1, 7] = 0.4          # below the threshold: an empty frame
+    np.testing.assert_array_equal(object_centres(clips), [[2.5, 4.0, np.nan]])
+    tracks = np.array([[0.0, 1.0, 2.0, 3.0],      # steady, right
+                       [5.0, 4.2, 3.0, 2.1],      # steady within 0.5, left
+                       [0.0, 1.0, 2.0, 1.0],      # turns back
+                       [0.0, 2.0, 4.0, 6.0],      # the wrong pace
+                       [0.0, 1.0, np.nan, 3.0]])  # a frame without the object
+    steady, jerk = motion_steadiness(tracks, speed=1)
+    assert steady.tolist() == [True, True, False, False, False]
+    np.testing.assert_allclose(jerk[:4], [0.0, (0.4 + 0.3) / 2, 1.0, 0.0])
+    assert np.isnan(jerk[4])
+    assert motion_steadiness(tracks[:, :2], speed=1)[1].tolist() == [0.0] * 5
+    with pytest.raises(ValueError, match=r"object_centres: clips must be \(n, T, C, H, W\), got shape \(3, 2, 8\)"):
+        object_centres(np.zeros((3, 2, 8)))
+    with pytest.raises(ValueError, match=r"motion_steadiness: centres must be \(n, T\)"):
+        motion_steadiness(np.zeros(4), speed=1)

@@ -195,3 +195,61 @@ def test_bad_clips_and_settings_are_named():
         VideoTransformer(3, 8, 4, tubelet=2, seed=0)
     with pytest.raises(ValueError, match="TubeletEmbed: expected clips"):
         TubeletEmbed(8, 4, 2, 3, 8, seed=0)(tv.Tensor(np.zeros((1, 2, 3, 4, 4))))
+
+
+# --- the clip denoiser (tinyvision/diffusion/video.py) -------------------------------------------------------
+def _video_dit(temporal, rng, **kw):
+    from tinyvision.diffusion.video import VideoDiT
+    kw = {"patch_size": 2, "dim": 8, "depth": 2, "heads": 2, **kw}
+    m = VideoDiT(3, (4, 6), temporal=temporal, seed=0, **kw).astype(np.float64)
+    with tv.no_grad():
+        x = rng.standard_normal((2, 3, 3, 4, 6))
+        assert not m(tv.Tensor(x, dtype=np.float64), np.array([5, 700])).numpy().any()   # adaLN-Zero: output 0
+    for p in m.parameters():                                                             # leave the zero init
+        p.data[...] = p.data + rng.standard_normal(p.shape) * 0.2
+    return m
+
+
+def _denoise(m, x, t, **kw):
+    with tv.no_grad():
+        return m(tv.Tensor(x, dtype=np.float64), t, **kw).numpy()
+
+
+def test_video_dit_per_frame_keeps_frames_apart_and_divided_mixes_them():
+    rng = np.random.default_rng(0)
+    x, t = rng.standard_normal((2, 3, 3, 4, 6)), np.array([5, 700])
+    x2 = x.copy()
+    x2[:, 2] += rng.standard_normal(x2[:, 2].shape)                  # change the last frame only
+    per_frame, divided = _video_dit("none", rng), _video_dit("divided", rng)
+    assert np.abs(_denoise(per_frame, x, t)[:, :2] - _denoise(per_frame, x2, t)[:, :2]).max() == 0
+    assert np.abs(_denoise(divided, x, t)[:, :2] - _denoise(divided, x2, t)[:, :2]).max() > 1e-3
+    assert np.abs(_denoise(divided, x, t, alone=True)[:, :2] - _denoise(divided, x2, t, alone=True)[:, :2]).max() == 0
+
+
+def test_video_dit_alone_is_the_image_model_frame_by_frame():
+    # alone=True runs each frame through the spatial blocks only: the same function as a per-frame model
+    # (temporal="none") holding the same spatial weights, in float64
+    rng = np.random.default_rng(2)
+    m = _video_dit("divided", rng)
+    x, t = rng.standard_normal((2, 3, 3, 4, 6)), np.array([40, 900])
+    out = _denoise(m, x, t, alone=True)
+    assert np.abs(out - _denoise(m, x, t)).max() > 1e-3              # the temporal path matters when switched on
+    plain = m.__class__(3, (4, 6), patch_size=2, dim=8, depth=2, heads=2, temporal="none", seed=0).astype(np.float64)
+    plain.load_state_dict({k: v for k, v in m.state_dict().items() if not k.startswith("mix.")})
+    np.testing.assert_allclose(_denoise(plain, x, t), out, rtol=0, atol=1e-12)
+
+
+def test_video_dit_gradients_check_and_bad_clips_are_named():
+    from tinyvision.diffusion.video import VideoDiT
+    rng = np.random.default_rng(1)
+    m = _video_dit("divided", rng, depth=1)
+    t = np.array([3])
+    gradcheck_module(m, [rng.standard_normal((1, 3, 3, 4, 6))],
+                     names=["mix.0.attn.qkv.weight", "mix.0.fc.weight", "final.weight", "blocks.0.ada.weight"],
+                     call=lambda mm, xt: mm(xt, t))
+    with pytest.raises(ValueError, match=r"VideoDiT: x must be clips \(B, 3, 3, H, W\), got shape \(1, 2, 3, 4, 6\)"):
+        m(tv.Tensor(np.zeros((1, 2, 3, 4, 6))), t)
+    with pytest.raises(ValueError, match="VideoDiT: temporal must be one of"):
+        VideoDiT(2, 4, temporal="joint", seed=0)
+    with pytest.raises(TypeError, match="VideoDiT: alone must be True or False, got str"):
+        m(tv.Tensor(np.zeros((1, 3, 3, 4, 6))), t, alone="yes")

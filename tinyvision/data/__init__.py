@@ -6,7 +6,8 @@
     captions.py those scenes with captions ("a small red circle on the left"), a compositional
                 split, partial captions, batches without repeated captions, zero-shot prompts, and
                 count / side / tiny-object probes
-    motion.py   clips of a shape sliding left or right on a wrapping canvas: direction and shape tasks
+    motion.py   clips of a shape sliding left or right on a wrapping canvas: direction and shape tasks;
+                strips for generation (no wrap), and the object's track (centres, steadiness)
     loader.py   seeded mini-batches of aligned arrays
     augment.py  label-preserving transformations (random shifts)
 
@@ -17,13 +18,16 @@ from .captions import (CAPTION_TEMPLATES, COUNT_WORDS, DEFAULT_HELD_OUT, caption
                        partial_caption, side_probe, tiny_probe, unique_caption_batches, zero_shot_prompts)
 from .digits import DIGITS_CLASSES, NormStats, load_digits
 from .loader import batches
-from .motion import DIRECTIONS, motion_task, moving_shapes, shape_task
+from .motion import (DIRECTIONS, motion_steadiness, motion_task, moving_shapes, object_centres, shape_task,
+                     sliding_shapes)
 from .shapes import (COLORS, REGIONS, SHAPES, SIDES, SIZES, ObjectSpec, SceneSpec, counting_task, draw_shape,
                      left_right_task, make_scene, read_object, region_center, sample_scene_specs, sample_scenes, shape_mask,
                      side_of, size_px, tiny_object_task)
 
-__all__ = ["CAPTION_TEMPLATES", "COLORS", "COUNT_WORDS", "DEFAULT_HELD_OUT", "DIGITS_CLASSES", "DIRECTIONS", "NormStats",
-           "ObjectSpec", "REGIONS", "SHAPES", "SIDES", "SIZES", "SceneSpec", "batches", "caption", "captioned_shapes",
-           "count_probe", "counting_task", "draw_shape", "left_right_task", "load_digits", "make_scene", "motion_task", "moving_shapes", "partial_caption", "random_shift", "read_object",
-           "region_center", "sample_scene_specs", "sample_scenes", "shape_mask", "shape_task", "side_of", "side_probe", "size_px",
-           "tiny_object_task", "tiny_probe", "unique_caption_batches", "zero_shot_prompts"]
+__all__ = ["CAPTION_TEMPLATES", "COLORS", "COUNT_WORDS", "DEFAULT_HELD_OUT", "DIGITS_CLASSES", "DIRECTIONS",
+           "REGIONS", "SHAPES", "SIDES", "SIZES", "NormStats", "ObjectSpec", "SceneSpec", "batches", "caption",
+           "captioned_shapes", "count_probe", "counting_task", "draw_shape", "left_right_task", "load_digits",
+           "make_scene", "motion_steadiness", "motion_task", "moving_shapes", "object_centres", "partial_caption",
+           "random_shift", "read_object", "region_center", "sample_scene_specs", "sample_scenes", "shape_mask",
+           "shape_task", "side_of", "side_probe", "size_px", "sliding_shapes", "tiny_object_task", "tiny_probe",
+           "unique_caption_batches", "zero_shot_prompts"]
