@@ -10,6 +10,16 @@ MultiHeadAttention (Vaswani et al. 2017, sec. 3.2.2), x: (B, N, D), h heads of s
 TransformerBlock, pre-norm (as in ViT, Dosovitskiy et al. 2021, eq. 2-3):
     x = x + attn(norm1(x))
     x = x + mlp(norm2(x))
+
+KVCache: a decoder writing one token at a time needs the keys and values of every earlier token; they
+do not change (a causal token never sees later ones), so each block keeps them and only the new
+token's q, k, v are computed: forward(x_new, causal=True, cache=layer_cache) concatenates the new k, v
+to the kept ones. The causal mask is aligned bottom-right (key j is visible to query i when
+j <= i + Nk - Nq), so the new queries see the whole past and themselves, as in a full recompute.
+
+CrossAttention: queries from one sequence x (B, Nq, D), keys and values from another, context (B, Nk, Dc)
+(an image's patch tokens, for a resampler's latents or a Q-Former's queries):
+    q = x W_q + b_q,  [k | v] = context W_kv + b_kv,  y = concat_heads(softmax(q k^T / sqrt(d)) v) W_proj + b
 """
 from __future__ import annotations
 
@@ -20,7 +30,7 @@ from .init import as_rng
 from .layers import MLP, Dropout, LayerNorm, Linear, tensor_input
 from .module import Module
 
-__all__ = ["MultiHeadAttention", "TransformerBlock"]
+__all__ = ["CrossAttention", "KVCache", "MultiHeadAttention", "TransformerBlock"]
 
 
 def _check_heads(where: str, dim, num_heads, dim_name: str = "dim", heads_name: str = "num_heads") -> tuple:
@@ -30,6 +40,37 @@ def _check_heads(where: str, dim, num_heads, dim_name: str = "dim", heads_name: 
         raise ValueError(f"{where}: {dim_name}={dim} is not divisible by {heads_name}={num_heads} "
                          f"(each head takes {dim_name} / {heads_name} channels)")
     return dim, num_heads
+
+
+class KVCache:
+    """The kept keys and values of a decoder, one (k, v) pair per block, each (B, h, N_past, d); `length`
+    is N_past, the number of tokens seen so far (the position of the next one)."""
+
+    def __init__(self, depth: int):
+        depth = check_int("KVCache", "depth", depth, low=1)
+        self.layers = [_LayerCache() for _ in range(depth)]
+
+    @property
+    def length(self) -> int:
+        k = self.layers[0].k
+        return 0 if k is None else k.shape[2]
+
+
+class _LayerCache:
+    """One block's kept keys and values (None before the first token)."""
+
+    def __init__(self):
+        self.k = self.v = None
+
+    def extend(self, k, v):
+        """(k, v) of the past and the new tokens: the kept ones with the new ones appended, which are kept."""
+        if self.k is not None:
+            if self.k.shape[:2] != k.shape[:2] or self.k.shape[3] != k.shape[3]:
+                raise ValueError(f"KVCache: new keys of shape {k.shape} do not continue the kept {self.k.shape} "
+                                 f"(the batch, heads and head size must match)")
+            k, v = F.concatenate([self.k, k], axis=2), F.concatenate([self.v, v], axis=2)
+        self.k, self.v = k, v
+        return k, v
 
 
 class MultiHeadAttention(Module):
@@ -44,13 +85,20 @@ class MultiHeadAttention(Module):
         self.proj_drop = Dropout(dropout, seed=rng)
         self.last_attention = None  # (B, h, N, N) NumPy weights of the last call with keep_attention=True
 
-    def forward(self, x, mask=None, causal: bool = False, keep_attention: bool = False):
+    def forward(self, x, mask=None, causal: bool = False, keep_attention: bool = False, cache=None):
+        """x (B, N, D) -> (B, N, D). cache: a block's entry of a KVCache (KVCache.layers[i]): the keys and
+        values of x are appended to it and attention runs over all of them (module docstring)."""
         x = tensor_input(f"MultiHeadAttention(dim={self.dim})", x)
         if x.ndim != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"MultiHeadAttention(dim={self.dim}): x has shape {x.shape}, expected (B, N, {self.dim})")
         b, n, _ = x.shape
         q, k, v = (F.permute(F.reshape(self._project(x, i), (b, n, self.num_heads, self.head_dim)), (0, 2, 1, 3))
                    for i in range(3))
+        if cache is not None:
+            if not isinstance(cache, _LayerCache):
+                raise TypeError(f"MultiHeadAttention: cache must be one block's KVCache entry (cache.layers[i]), "
+                                f"got {type(cache).__name__}")
+            k, v = cache.extend(k, v)
         # keep_attention=False lets the op take a tiled kernel (no N x N matrix); the weights, when kept,
         # are copied to the host so that plotting code never touches GPU memory
         result = F.scaled_dot_product_attention(q, k, v, mask=mask, causal=causal, return_weights=keep_attention)
@@ -98,6 +146,39 @@ class TransformerBlock(Module):
         self.norm2 = LayerNorm(dim, eps=eps)
         self.mlp = MLP(dim, int(dim * mlp_ratio), dropout=dropout, seed=rng)
 
-    def forward(self, x, mask=None, causal: bool = False, keep_attention: bool = False):
-        x = x + self.attn(self.norm1(x), mask=mask, causal=causal, keep_attention=keep_attention)
+    def forward(self, x, mask=None, causal: bool = False, keep_attention: bool = False, cache=None):
+        x = x + self.attn(self.norm1(x), mask=mask, causal=causal, keep_attention=keep_attention, cache=cache)
         return x + self.mlp(self.norm2(x))
+
+
+class CrossAttention(Module):
+    """Multi-head attention of x (B, Nq, dim) over context (B, Nk, context_dim); the module docstring."""
+
+    def __init__(self, dim: int, num_heads: int, context_dim: int | None = None, qkv_bias: bool = True, *, seed):
+        dim, num_heads = _check_heads("CrossAttention", dim, num_heads)
+        context_dim = dim if context_dim is None else check_int("CrossAttention", "context_dim", context_dim, low=1)
+        qkv_bias = check_bool("CrossAttention", "qkv_bias", qkv_bias)
+        rng = as_rng(seed)
+        self.dim, self.num_heads, self.head_dim, self.context_dim = dim, num_heads, dim // num_heads, context_dim
+        self.q = Linear(dim, dim, bias=qkv_bias, seed=rng)
+        self.kv = Linear(context_dim, 2 * dim, bias=qkv_bias, seed=rng)
+        self.proj = Linear(dim, dim, seed=rng)
+
+    def forward(self, x, context, mask=None):
+        where = f"CrossAttention(dim={self.dim}, context_dim={self.context_dim})"
+        x, context = tensor_input(where, x), tensor_input(where, context)
+        if x.ndim != 3 or x.shape[-1] != self.dim:
+            raise ValueError(f"{where}: x has shape {x.shape}, expected (B, Nq, {self.dim})")
+        if context.ndim != 3 or context.shape[-1] != self.context_dim or context.shape[0] != x.shape[0]:
+            raise ValueError(f"{where}: context has shape {context.shape}, expected ({x.shape[0]}, Nk, {self.context_dim})")
+        b, nq, nk, h, d = x.shape[0], x.shape[1], context.shape[1], self.num_heads, self.head_dim
+        heads = lambda t, n: F.permute(F.reshape(t, (b, n, h, d)), (0, 2, 1, 3))     # noqa: E731
+        q = heads(self.q(x), nq)
+        k, v = (heads(F.linear(context, self.kv.weight[:, i * self.dim:(i + 1) * self.dim],
+                               None if self.kv.bias is None else self.kv.bias[i * self.dim:(i + 1) * self.dim]), nk)
+                for i in range(2))
+        out = F.scaled_dot_product_attention(q, k, v, mask=mask)
+        return self.proj(F.reshape(F.permute(out, (0, 2, 1, 3)), (b, nq, self.dim)))
+
+    def extra_repr(self):
+        return f"dim={self.dim}, num_heads={self.num_heads}, context_dim={self.context_dim}"

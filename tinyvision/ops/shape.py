@@ -130,7 +130,8 @@ def _check_joinable(op, tensors, axis, same_axis_size):
 def concatenate(tensors, axis: int = 0) -> Tensor:
     """Join along an existing axis.   Backward: cut g back into the input widths along that axis."""
     tensors = list(tensors)
-    if tensors and isinstance(tensors[0], Tensor):
+    tensors = tensors_for("concatenate", *tensors) if tensors else []
+    if tensors:              # the axis is checked before the shapes, which are compared along it
         axis = normalize_axis("concatenate", axis, tensors[0].ndim)
     tensors = _check_joinable("concatenate", tensors, axis, same_axis_size=False)
     xp = xp_of(tensors[0].data)
