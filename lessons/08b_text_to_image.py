@@ -58,13 +58,12 @@ import tinyvision as tv
 from tinyvision.data import SHAPES, caption, captioned_shapes, read_object, unique_caption_batches
 from tinyvision.diffusion import DiT, as_denoiser, diffusion_loss, guided_denoiser, make_schedule, sample
 from tinyvision.models import CLIP
-from tinyvision.models.contrastive import clamp_logit_scale, clip_loss
 from tinyvision.models.vae import VAE, negative_elbo
-from tinyvision.optim import Adam, AdamW, WarmupCosine, clip_grad_norm, param_groups_no_decay
+from tinyvision.optim import Adam, AdamW, WarmupCosine, param_groups_no_decay
 from tinyvision.text import Tokenizer
 
 from _common import (accuracy_margin, cached_model, compare, one_blas_thread, optimise, parse_args, progress, pyplot,
-                     save_figure)
+                     save_figure, train_clip_batches)
 
 args = parse_args(__doc__)
 one_blas_thread()
@@ -107,19 +106,7 @@ def train_clip(model):
     opt = AdamW(param_groups_no_decay(model, 0.05), lr=2e-3)
     total = sum(map(len, epoch_batches))
     schedule = WarmupCosine(opt, total_steps=total, warmup_steps=max(1, total // 10))
-    losses = []
-    with progress(desc="CLIP", total=sum(map(len, epoch_batches)), unit="step") as bar:
-        for idx in itertools.chain(*epoch_batches):
-            img, txt = model(tv.Tensor(x_train[idx]), ids[idx])
-            loss = clip_loss(img, txt, model.logit_scale)
-            opt.zero_grad()
-            loss.backward()
-            clip_grad_norm(model.parameters(), 1.0)
-            schedule.step()
-            opt.step()
-            clamp_logit_scale(model.logit_scale)
-            losses.append(loss.item())
-            bar.update()
+    losses = train_clip_batches(model, x_train, ids, list(itertools.chain(*epoch_batches)), opt, schedule)
     print(f"  CLIP loss: first epoch {np.mean(losses[:len(epoch_batches[0])]):.3f}, last {np.mean(losses[-len(epoch_batches[-1]):]):.3f}")
 
 

@@ -174,6 +174,29 @@ def optimise(step_loss, opt, steps: int, desc: str, schedule=None, log_every: in
     return losses
 
 
+def train_clip_batches(model, images, ids, batches, opt, schedule, desc: str = "CLIP") -> list:
+    """CLIP's contrastive loop over `batches` (lists of row indices into images and ids): the loss, the
+    gradient clipped to norm 1, the schedule's step then the optimiser's, the logit scale clamped.
+    Returns the losses. Lessons 05 and 08b train their CLIPs with it (lesson 04 narrates its own)."""
+    import tinyvision as tv
+    from tinyvision.models.contrastive import clamp_logit_scale, clip_loss
+    from tinyvision.optim import clip_grad_norm
+    losses = []
+    with progress(desc=desc, total=len(batches), unit="step") as bar:
+        for idx in batches:
+            img, txt = model(tv.Tensor(images[idx]), ids[idx])
+            loss = clip_loss(img, txt, model.logit_scale)
+            opt.zero_grad()
+            loss.backward()
+            clip_grad_norm(model.parameters(), 1.0)
+            schedule.step()
+            opt.step()
+            clamp_logit_scale(model.logit_scale)
+            losses.append(loss.item())
+            bar.update()
+    return losses
+
+
 def cached_model(out_dir, name: str, model, train):
     """`model` with the weights saved in out_dir/name, or, when that file is missing, damaged or from
     another architecture, after train(model), which are then saved there. Returns (model, loaded).

@@ -98,18 +98,14 @@ def _distinct(spec, key):
 def _shape_question(kind, rng, canvas_size, sub, exclude, negatives):
     for attempt in range(100):                      # redraw scenes that cannot ask the question unambiguously
         seed = (sub, attempt)
-        if kind == "color":
+        if kind in ("color", "shape"):               # name the object by the other attribute, unique in the scene
+            by = "shape" if kind == "color" else "color"
             spec = _scene(seed, canvas_size, exclude, count=(1, 3))
-            if not _distinct(spec, "shape"):
+            if not _distinct(spec, by):
                 continue
             obj = spec.objects[rng.integers(spec.count)]
-            return make_scene(spec), f"what color is the {obj.shape} ?", obj.color
-        if kind == "shape":
-            spec = _scene(seed, canvas_size, exclude, count=(1, 3))
-            if not _distinct(spec, "color"):
-                continue
-            obj = spec.objects[rng.integers(spec.count)]
-            return make_scene(spec), f"what shape is the {obj.color} object ?", obj.shape
+            question = f"what color is the {obj.shape} ?" if kind == "color" else f"what shape is the {obj.color} object ?"
+            return make_scene(spec), question, getattr(obj, kind)
         if kind == "count":
             spec = _scene(seed, canvas_size, exclude, count=(1, 4))
             shape = SHAPES[rng.integers(len(SHAPES))]

@@ -164,6 +164,16 @@ class _DiTBlock(Module):
         return x + gate2 * self.mlp(h)
 
 
+def _zero_final_layers(dim: int, out_features: int, rng) -> tuple:
+    """adaLN-Zero's last two Linears, both zero: the final modulation (dim -> 2 dim) and the patch readout
+    (dim -> out_features), so that an untrained denoiser outputs exactly 0."""
+    layers = Linear(dim, 2 * dim, seed=rng), Linear(dim, out_features, seed=rng)
+    for layer in layers:
+        layer.weight.data[...] = 0
+        layer.bias.data[...] = 0
+    return layers
+
+
 class DiT(Module):
     """eps_theta for images (B, C, H, W): patches -> adaLN-Zero transformer blocks -> patches back."""
 
@@ -174,11 +184,7 @@ class DiT(Module):
         self.pos = Tensor(sincos_2d(*self.patch.grid_size, dim).astype(np.float32)[None])
         self.cond = _Conditioning(dim, num_classes, context_dim, seed=rng, where="DiT")
         self.blocks = ModuleList([_DiTBlock(dim, heads, seed=rng) for _ in range(depth)])
-        self.final_ada = Linear(dim, 2 * dim, seed=rng)
-        self.final = Linear(dim, patch_size * patch_size * in_chans, seed=rng)
-        for layer in (self.final_ada, self.final):
-            layer.weight.data[...] = 0
-            layer.bias.data[...] = 0
+        self.final_ada, self.final = _zero_final_layers(dim, patch_size * patch_size * in_chans, rng)
         self.dim, self.patch_size, self.in_chans = dim, patch_size, in_chans
 
     def drop_condition(self, y, mask):

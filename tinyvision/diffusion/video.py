@@ -27,7 +27,7 @@ from ..nn import LayerNorm, Linear, Module, ModuleList, MultiHeadAttention
 from ..nn.init import as_rng
 from ..tensor import Tensor
 from .denoisers import sinusoidal_embedding
-from .unet import _Conditioning, _DiTBlock
+from .unet import _Conditioning, _DiTBlock, _zero_final_layers
 
 __all__ = ["VideoDiT"]
 
@@ -69,11 +69,7 @@ class VideoDiT(Module):
         self.blocks = ModuleList([_DiTBlock(dim, heads, seed=rng) for _ in range(depth)])
         if self.temporal == "divided":
             self.mix = ModuleList([_TemporalMix(dim, heads, seed=rng) for _ in range(depth)])
-        self.final_ada = Linear(dim, 2 * dim, seed=rng)
-        self.final = Linear(dim, patch_size * patch_size * in_chans, seed=rng)
-        for layer in (self.final_ada, self.final):
-            layer.weight.data[...] = 0
-            layer.bias.data[...] = 0
+        self.final_ada, self.final = _zero_final_layers(dim, patch_size * patch_size * in_chans, rng)
         self.dim, self.patch_size, self.in_chans = dim, patch_size, in_chans
 
     def forward(self, x, t, y=None, *, alone: bool = False):

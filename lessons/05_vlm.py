@@ -1,0 +1,261 @@
+"""Lesson 05: a vision-language model that answers questions about pictures, and why it gets some wrong.
+
+Run:  python lessons/05_vlm.py            (full: about 4 minutes on 2 CPU cores; seconds for the eye once cached)
+      python lessons/05_vlm.py --quick    (CI: seconds)     options: --seed N  --out DIR
+
+Motivation
+    A model that describes a photo fluently can still miss the one thing that matters. Asking "why?"
+    needs the model in parts: an eye (a vision encoder), a translator (the connector that turns the
+    eye's patch vectors into tokens a language model can read) and a language model that talks. Each
+    can fail, and each failure can be measured on its own.
+
+The idea (tinyvision/models/vlm.py)
+    1. The eye: lesson 04's CLIP image tower, trained here on captions (or loaded from --out), frozen,
+       read at its second-to-last block as LLaVA does: 16 patch vectors per picture.
+    2. The translator: a connector to the language model's width (LLaVA-1.5's Linear-GELU-Linear).
+    3. The language model: a small causal transformer reading [16 visual tokens | question] and
+       predicting the answer; the loss is on the answer tokens only (every other target ignored).
+    4. Questions generated from the scenes (tinyvision/data/vqa.py): colour, shape, counting, left /
+       right, presence ("is there a blue triangle?"), a tiny object's colour, a handwritten digit.
+
+The four questions of a diagnosis
+    the eye         a linear probe on the frozen eye's features: is the answer in them at all?
+    the translator  the same probe on the visual tokens the connector hands the language model
+    the language    the answers with the picture blanked: what the language prior alone gets right;
+    model           and how often it says "yes" about an object that is not there (hallucination)
+    the workflow    crop the picture around the tiny object and ask again: does zooming help?
+
+Exercises
+    1. Read the eye at its last block (layer=-1). Which question kinds change?
+    2. Swap the connector for Connector("perceiver", 64, 64, num_tokens=4): 4 visual tokens instead of
+       16. Which question kinds suffer first?
+"""
+# %% Imports and the command line
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+
+import tinyvision as tv
+from tinyvision.data import DEFAULT_HELD_OUT, captioned_shapes, partial_caption, unique_caption_batches
+from tinyvision.data.vqa import QUESTION_KINDS, answer_vocabulary, vqa_pairs
+from tinyvision.models import CLIP
+from tinyvision.models.vlm import CausalLM, Connector, VisionLanguageModel
+from tinyvision.optim import AdamW, WarmupCosine, param_groups_no_decay
+from tinyvision.text import Tokenizer
+
+from _common import (accuracy_margin, cached_model, compare, one_blas_thread, optimise, parse_args,
+                     pyplot, save_figure, train_clip_batches)
+
+args = parse_args(__doc__)
+one_blas_thread()
+QUICK = args.quick
+CANVAS = 32
+N_QA, N_TEST = (600, 200) if QUICK else (8000, 1400)
+CLIP_EPOCHS = 1 if QUICK else 8
+VLM_STEPS = 40 if QUICK else 1200
+HELD_OUT = [(c, s) for c, s in DEFAULT_HELD_OUT if c != "magenta"][:2]   # colour-shape pairs no training scene has
+
+# %% 1. Data: questions about scenes
+x_qa, q_qa, a_qa, k_qa = vqa_pairs(N_QA, CANVAS, seed=args.seed, held_out=HELD_OUT)
+x_te, q_te, a_te, k_te = vqa_pairs(N_TEST, CANVAS, seed=args.seed + 1, held_out=HELD_OUT, split="test")
+tokenizer = Tokenizer.train([f"{q} {a}" for q, a in zip(q_qa, a_qa)] + [f"{q} {a}" for q, a in zip(q_te, a_te)])
+CONTEXT = max(len(tokenizer.encode(f"{q} {a}")) for q, a in zip(q_qa + q_te, a_qa + a_te))
+print(f"== 1. {N_QA} training questions and {N_TEST} test questions about {CANVAS}x{CANVAS} scenes (test scenes "
+      f"drawn apart; pairs never in a training scene: {', '.join(' '.join(p) for p in HELD_OUT)}); vocabulary "
+      f"{tokenizer.vocab_size} words, sequences of at most {CONTEXT} tokens")
+for kind in QUESTION_KINDS:
+    i = k_qa.index(kind)
+    print(f"  {kind:9s} {q_qa[i]!r:52s} -> {a_qa[i]}")
+
+
+def encode(questions, answers):
+    """ids (B, CONTEXT): [SOT] question words [answer] [EOT] PAD...; and where the answer starts."""
+    ids = tokenizer.encode_batch([f"{q} {a}" for q, a in zip(questions, answers)], CONTEXT)
+    starts = np.array([len(tokenizer.encode(q)) - 1 for q in questions])
+    return ids, starts
+
+
+ids_qa, start_qa = encode(q_qa, a_qa)
+ids_te, start_te = encode(q_te, a_te)
+
+
+# %% 2. The eye: lesson 04's CLIP, trained on captions of the same kind of scenes
+x_cap, _, attr_cap = captioned_shapes(800 if QUICK else 6000, CANVAS, seed=args.seed + 7, sizes=("tiny", "small", "large"),
+                                      held_out_combos=DEFAULT_HELD_OUT)
+captions = [partial_caption(a, np.random.default_rng((args.seed, 5, i)), 0.3) for i, a in enumerate(attr_cap)]
+clip_tokenizer = Tokenizer.train(captions)
+cap_ids = clip_tokenizer.encode_batch(captions, 12)
+
+
+def train_clip(model):
+    opt = AdamW(param_groups_no_decay(model, 0.05), lr=2e-3)
+    rng = np.random.default_rng((args.seed, 6))
+    epoch_batches = [[b for b in unique_caption_batches(captions, 64, rng) if len(b) >= 2] for _ in range(CLIP_EPOCHS)]
+    schedule = WarmupCosine(opt, total_steps=sum(map(len, epoch_batches)), warmup_steps=len(epoch_batches[0]))
+    train_clip_batches(model, x_cap, cap_ids, [b for batches in epoch_batches for b in batches], opt, schedule,
+                       "CLIP eye")
+
+
+vision = dict(img_size=CANVAS, patch_size=8, in_chans=3, embed_dim=64, depth=3, num_heads=4, mlp_ratio=2.0,
+              class_token=False, global_pool="avg", init="xavier")
+text = dict(vocab_size=clip_tokenizer.vocab_size, context_length=12, width=64, depth=2, heads=4,
+            eot_id=clip_tokenizer.eot_id, mlp_ratio=2.0)
+start = time.perf_counter()
+clip, loaded = cached_model(args.out, f"05_clip_e{CLIP_EPOCHS}_s{args.seed}.npz", CLIP(64, vision, text, seed=args.seed),
+                            train_clip)
+eye = clip.visual.eval()
+print(f"\n== 2. the eye: lesson 04's CLIP image tower (4x4 patches of 8 pixels, width 64, 3 blocks), "
+      f"{f'loaded from {args.out}' if loaded else f'trained {CLIP_EPOCHS} epochs'} ({time.perf_counter() - start:.0f} s); "
+      f"frozen, read after block 2 of 3")
+
+
+# %% 3. The VLM: the frozen eye's features are computed once; the connector and the language model train
+def features_of(images, model):
+    return np.concatenate([model.eye_features(images[i:i + 500]).numpy() for i in range(0, len(images), 500)])
+
+
+def build(kind="mlp", num_tokens=None, seed=args.seed):
+    lm = CausalLM(tokenizer.vocab_size, 16 + CONTEXT, dim=64, depth=2, heads=4, seed=seed)
+    connector = Connector(kind, 64, 64, num_tokens=num_tokens, depth=1, heads=4, seed=seed + 1)
+    return VisionLanguageModel(eye, connector, lm, layer=-2)
+
+
+def train_vlm(model, feats, ids, starts, steps, desc):
+    opt = AdamW(param_groups_no_decay(model, 0.01), lr=2e-3)
+    schedule = WarmupCosine(opt, total_steps=steps, warmup_steps=max(1, steps // 10))
+    rng = np.random.default_rng((args.seed, 8))
+
+    def batch_loss():
+        idx = rng.integers(0, len(ids), 64)
+        return model.loss(None, ids[idx], starts[idx], features=tv.Tensor(feats[idx]))
+    start = time.perf_counter()
+    losses = optimise(batch_loss, opt, steps, desc, schedule=schedule)
+    return losses, time.perf_counter() - start
+
+
+def first_answer_words(model, feats, ids, starts, blank=False):
+    """The answer the model gives (its most likely first answer token), read at each row's last prompt position."""
+    out = []
+    with tv.no_grad():
+        for i in range(0, len(ids), 500):
+            logits = model(None, ids[i:i + 500], blank=blank, features=tv.Tensor(feats[i:i + 500])).numpy()
+            rows = np.arange(len(logits))
+            out.extend(logits[rows, starts[i:i + 500] - 1].argmax(-1))
+    return [tokenizer.decode([t]) for t in out]
+
+
+def by_kind(said, answers, kinds):
+    return {k: float(np.mean([s == a for s, a, kk in zip(said, answers, kinds) if kk == k])) for k in QUESTION_KINDS
+            if k in kinds}
+
+
+feats_qa, feats_te = features_of(x_qa, build()), features_of(x_te, build())
+model = build()
+losses, vlm_seconds = train_vlm(model, feats_qa, ids_qa, start_qa, VLM_STEPS, "VLM (mlp connector)")
+print(f"\n== 3. the VLM: 16 visual tokens (mlp connector, 64 -> 64) + a 2-block causal language model of width 64, "
+      f"{VLM_STEPS} steps of 64 questions ({vlm_seconds:.0f} s); loss on answer tokens only, last 100 steps "
+      f"{np.mean(losses[-100:]):.3f}")
+said = first_answer_words(model, feats_te, ids_te, start_te)
+blank = first_answer_words(model, feats_te, ids_te, start_te, blank=True)
+acc, acc_blank = by_kind(said, a_te, k_te), by_kind(blank, a_te, k_te)
+counts = {k: k_te.count(k) for k in acc}
+print(f"  test accuracy by question kind (+-{accuracy_margin(min(counts.values())):.2f} is noise), with the picture "
+      f"and with it blanked (the language prior), beside a uniform guess:")
+print(f"  {'kind':9s} {'n':>4s} {'with picture':>13s} {'blanked':>8s} {'guess':>6s}")
+for k in acc:
+    print(f"  {k:9s} {counts[k]:4d} {acc[k]:13.2f} {acc_blank[k]:8.2f} {1 / len(answer_vocabulary(k)):6.2f}")
+absent = [i for i, (k, a) in enumerate(zip(k_te, a_te)) if k == "presence" and a == "no"]
+hallucination = float(np.mean([said[i] == "yes" for i in absent]))
+print(f"  hallucination: 'yes' about an object that is not there, {hallucination:.2f} of {len(absent)} questions")
+
+
+# %% 4. The eye and the translator: is the information there? (linear probes)
+def probe(features, labels, n_fit):
+    """Test accuracy of a linear classifier (ridge regression onto one-hot labels, closed form) fitted on the
+    first n_fit rows of features (n, ...) flattened, tested on the rest."""
+    X = features.reshape(len(features), -1).astype(np.float64)
+    X = np.concatenate([X, np.ones((len(X), 1))], axis=1)
+    classes = sorted(set(labels))
+    Y = np.array([[lab == c for c in classes] for lab in labels], dtype=np.float64)
+    A, B = X[:n_fit], Y[:n_fit]
+    W = np.linalg.solve(A.T @ A + 1e-1 * np.eye(X.shape[1]), A.T @ B)
+    return float(np.mean((X[n_fit:] @ W).argmax(1) == Y[n_fit:].argmax(1)))
+
+
+single = [i for i, a in enumerate(attr_cap) if a["count"] == 1][:2500]
+eye_f = features_of(x_cap[single], model)
+with tv.no_grad():
+    tok_f = np.concatenate([model.connector(tv.Tensor(eye_f[i:i + 500])).numpy() for i in range(0, len(eye_f), 500)])
+n_fit = len(single) * 4 // 5
+print(f"\n== 4. linear probes on {len(single) - n_fit} held-out single-object pictures (fitted on {n_fit}): the eye's "
+      f"16 patch vectors, and the 16 visual tokens after the connector")
+print(f"  {'attribute':9s} {'eye':>6s} {'tokens':>7s} {'guess':>6s}")
+probes = {}
+for attr in ("color", "shape", "side", "size"):
+    labels = [attr_cap[i][attr] for i in single]
+    probes[attr] = {"eye": probe(eye_f, labels, n_fit), "tokens": probe(tok_f, labels, n_fit)}
+    print(f"  {attr:9s} {probes[attr]['eye']:6.2f} {probes[attr]['tokens']:7.2f} {1 / len(set(labels)):6.2f}")
+
+# side: the probe question that the answers can be checked against (side questions name one object)
+if probes["side"]["tokens"] >= 0.9 and acc["side"] <= acc_blank["side"] + accuracy_margin(counts["side"]):
+    print(f"  side: the visual tokens hold it (probe {probes['side']['tokens']:.2f}), but the answers to side questions "
+          f"({acc['side']:.2f}) are no better\n  than with the picture blanked ({acc_blank['side']:.2f}): the eye and the "
+          f"translator did their part; the language model has not learned to use it")
+
+# %% 5. The language model: hallucination, and what lowers it
+x_few, q_few, a_few, _ = vqa_pairs(N_QA, CANVAS, seed=args.seed, held_out=HELD_OUT, negatives=0.1)
+ids_few, start_few = encode(q_few, a_few)
+yes_man = build()
+train_vlm(yes_man, features_of(x_few, yes_man), ids_few, start_few, VLM_STEPS, "VLM, few negatives")
+said_few = first_answer_words(yes_man, feats_te, ids_te, start_te)
+halluc_few = float(np.mean([said_few[i] == "yes" for i in absent]))
+print(f"\n== 5. hallucination ('yes' about an absent object, {len(absent)} test questions): trained with 10 % of presence "
+      f"questions negative {halluc_few:.2f}; with 50 % (section 3) {hallucination:.2f}")
+print("  " + compare("50 % negatives", hallucination, "10 % negatives", halluc_few, margin=accuracy_margin(len(absent)),
+                     higher_is_better=False, verb="hallucinates less than", fmt=".2f"))
+
+# %% 6. The workflow: crop around the tiny object and ask again
+def crop_tiny(image):
+    """The 16x16 window around the smaller of the picture's two colour blobs, zoomed back to 32x32 (nearest)."""
+    bright = image.max(0) > 0.5
+    colours = image.transpose(1, 2, 0)[bright]
+    kinds, counts = np.unique(colours, axis=0, return_counts=True)
+    small = np.all(image.transpose(1, 2, 0) == kinds[counts.argmin()], axis=-1) & bright
+    ys, xs = np.nonzero(small)
+    y0 = int(np.clip(round(ys.mean()) - 8, 0, CANVAS - 16))
+    x0 = int(np.clip(round(xs.mean()) - 8, 0, CANVAS - 16))
+    return image[:, y0:y0 + 16, x0:x0 + 16].repeat(2, axis=1).repeat(2, axis=2)
+
+
+tiny = [i for i, k in enumerate(k_te) if k == "tiny"]
+crops = np.stack([crop_tiny(x_te[i]) for i in tiny])
+said_crop = first_answer_words(model, features_of(crops, model), ids_te[tiny], start_te[tiny])
+acc_crop = float(np.mean([s == a_te[i] for s, i in zip(said_crop, tiny)]))
+acc_whole = float(np.mean([said[i] == a_te[i] for i in tiny]))
+print(f"\n== 6. crop and re-ask: the tiny object's colour, {len(tiny)} questions: whole picture {acc_whole:.2f}, "
+      f"a 16x16 crop around the smaller blob zoomed 2x {acc_crop:.2f}")
+print("  " + compare("cropping", acc_crop, "the whole picture", acc_whole, margin=accuracy_margin(len(tiny)),
+                     verb="answers better than", fmt=".2f"))
+
+# %% 7. A few conversations (greedy decoding with the key-value cache, stopped at the end token)
+print(f"\n== 7. conversations with test pictures ({args.out}/05_conversations.png)")
+show = [k_te.index(kind) for kind in QUESTION_KINDS]
+fig, axes = pyplot().subplots(1, len(show), figsize=(2.2 * len(show), 2.8))
+for ax, i in zip(axes, show):
+    prompt = np.array([tokenizer.encode(q_te[i])[:-1]])                     # [SOT] question words, no end token
+    reply = model.answer(None, prompt, max_new=3, stop_id=tokenizer.eot_id, features=tv.Tensor(feats_te[i:i + 1]))
+    words = tokenizer.decode(list(reply[0]))
+    print(f"  Q: {q_te[i]:52s} A: {words:8s} (truth: {a_te[i]})")
+    ax.imshow(x_te[i].transpose(1, 2, 0), interpolation="nearest")
+    ax.set_title(f"{q_te[i].replace(' ?', '?')}\n-> {words} ({a_te[i]})", fontsize=6)
+    ax.axis("off")
+save_figure(fig, args.out, "05_conversations.png")
+
+print("result: " + json.dumps({"lesson": "05_vlm", "quick": QUICK, "seed": args.seed, "accuracy": acc,
+                               "blank": acc_blank, "probes": probes, "hallucination": round(hallucination, 4),
+                               "hallucination_few_negatives": round(halluc_few, 4),
+                               "tiny": {"whole": round(acc_whole, 4), "crop": round(acc_crop, 4)},
+                               "vlm_seconds": round(vlm_seconds, 1)}))
