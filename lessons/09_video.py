@@ -1,6 +1,6 @@
 """Lesson 09: video transformers, where time is a direction and not just more pixels.
 
-Run:  python lessons/09_video.py            (full: about 3.5 minutes on 2 CPU cores)
+Run:  python lessons/09_video.py            (full: about 3.2 minutes on 2 CPU cores)
       python lessons/09_video.py --quick    (CI: seconds)     options: --seed N  --out DIR
 
 Motivation

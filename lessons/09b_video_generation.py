@@ -1,6 +1,6 @@
 """Lesson 09b: generating video that holds together: one denoiser run frame by frame, and across time.
 
-Run:  python lessons/09b_video_generation.py            (full: about 3.5 minutes on 2 CPU cores)
+Run:  python lessons/09b_video_generation.py            (full: about 3 minutes on 2 CPU cores)
       python lessons/09b_video_generation.py --quick    (CI: seconds)     options: --seed N  --out DIR
 
 Motivation
