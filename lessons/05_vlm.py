@@ -63,7 +63,7 @@ for kind in QUESTION_KINDS:
 # %% 2. The eye: lesson 04's CLIP, trained on captions of the same kind of scenes (or loaded from --out)
 eye, loaded, eye_seconds, (x_cap, attr_cap) = clip_eye(args.out, args.seed, QUICK)
 print(f"\n== 2. the eye: lesson 04's CLIP image tower (4x4 patches of 8 pixels, width 64, 3 blocks), "
-      f"{f'loaded from {args.out}' if loaded else 'trained 8 epochs on 6,000 captions'} ({eye_seconds:.0f} s); "
+      f"{f'loaded from {args.out}' if loaded else 'trained ' + ('1 epoch on 800' if QUICK else '8 epochs on 6,000') + ' captions'} ({eye_seconds:.0f} s); "
       f"frozen, read after block 2 of 3")
 
 

@@ -29,9 +29,9 @@ What to look at
       as blind to frame order as space-only; how far training moved it is printed.
     - Whether joint and factorised attention learn the direction in the same number of steps as
       divided attention, which compares each patch with itself across frames directly. At zero the time
-      embedding sits on a saddle: averaged over the data (which looks the same played backwards), its
-      gradient is zero, and only batch noise pushes it off. The accuracy every 2 epochs (printed, and
-      lessons/out/09_learning.png) shows how long each attention stays at chance before it leaves.
+      embedding leaves every model blind to frame order, and training has to move it away from there;
+      the accuracy every 2 epochs (printed, and 09_learning.png) shows how long each attention stays at
+      chance before it leaves.
     - The cost table: query-key pairs per layer, measured time and peak memory per batch of clips, as
       the number of frames grows; where joint attention stops fitting the memory budget.
 
@@ -133,7 +133,7 @@ for attention in ("joint", "divided", "factorised"):
 print("  (|time embed| is the largest entry of the learned time embedding, which starts at zero, where the model is\n"
       "   as blind to frame order as space-only; space-only has none)")
 epochs_seen = list(range(2, EPOCHS["direction"] + 1, 2))
-print("  direction test accuracy every 2 epochs (the time embedding starts on a saddle: see 'What to look at'):")
+print("  direction test accuracy every 2 epochs (the time embedding starts at zero, where order is invisible):")
 print("  " + f"{'epoch':11s}" + "".join(f"{e:6d}" for e in epochs_seen))
 for attention in ATTENTIONS:
     print("  " + f"{attention:11s}" + "".join(f"{a:6.2f}" for a in curves[attention]))

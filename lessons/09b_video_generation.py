@@ -118,7 +118,7 @@ def read_clips(clips):
     steady, jerk = motion_steadiness(object_centres(clips), SPEED)
     clean = np.array([r is not None and r["size_px"] == SIZE and r["color"] in PALETTE for r in read]).reshape(n, -1)
     return {"colour_kept": same(colours), "shape_kept": same(shapes), "identity_kept": same(colours) & same(shapes),
-            "strict_identity_kept": same(strict), "steady_motion": steady, "jerk": jerk, "clean_frames": clean.mean(1)}
+            "strict_identity_kept": same(strict) & (strict != "").all(axis=1), "steady_motion": steady, "jerk": jerk, "clean_frames": clean.mean(1)}
 
 
 def summary(read):
@@ -194,7 +194,7 @@ if st["clean_frames"] < 0.9:
     print(f"  only {st['clean_frames']:.0%} of the space-time frames are clean. Were frames clean independently, all {FRAMES} "
           f"would be in {p4:.2f}\n  of the clips; identity (colour AND shape in every frame) was kept in "
           f"{st['identity_kept']:.2f}, colour alone in {st['colour_kept']:.2f}")
-    if st["identity_kept"] <= p4 + margin and st["colour_kept"] > st["identity_kept"] + margin:
+    if abs(st["identity_kept"] - p4) <= margin and st["colour_kept"] > st["identity_kept"] + margin:
         print(f"  so what caps identity here is how well this small denoiser draws one frame after {STEPS} steps (a blob\n"
               f"  of the right colour keeps the colour, not a readable shape), more than the agreement between frames")
 

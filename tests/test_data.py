@@ -430,7 +430,7 @@ def test_object_centres_and_motion_steadiness_against_hand_made_tracks():
     np.testing.assert_allclose(jerk[:4], [0.0, (0.4 + 0.3) / 2, 1.0, 0.0])
     assert np.isnan(jerk[4])
     assert motion_steadiness(tracks[:, :2], speed=1)[1].tolist() == [0.0] * 5
-    with pytest.raises(ValueError, match=r"object_centres: clips must be \(n, T, C, H, W\), got shape \(3, 2, 8\)"):
+    with pytest.raises(ValueError, match=r"object_centres: clips must be \(n, T, C, H, W\) with C >= 1, got shape \(3, 2, 8\)"):
         object_centres(np.zeros((3, 2, 8)))
     with pytest.raises(ValueError, match=r"motion_steadiness: centres must be \(n, T\)"):
         motion_steadiness(np.zeros(4), speed=1)

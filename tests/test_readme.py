@@ -44,3 +44,13 @@ def test_every_image_the_readme_shows_is_in_the_repository():
         assert (ROOT / path).is_file(), path
         if tracked:                       # in a git checkout: committed, not just left over from a run
             assert path in tracked.split(), f"{path} is not tracked by git"
+
+
+def test_every_lesson_file_is_one_the_ci_glob_runs():
+    # .ci/run and the lesson tests take lessons/[0-9][0-9]*_*.py; a lesson named otherwise (a letter after
+    # the number without "*", say) would silently never run. Helpers start with "_" and are not lessons.
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "lessons/[0-9][0-9]*_*.py" in ci
+    lessons = {p.name for p in (ROOT / "lessons").glob("*.py") if not p.name.startswith("_")}
+    globbed = {p.name for p in (ROOT / "lessons").glob("[0-9][0-9]*_*.py")}
+    assert lessons == globbed and {"05b_vlm_bridges.py", "08b_text_to_image.py", "09b_video_generation.py"} <= globbed

@@ -87,7 +87,7 @@ def sliding_shapes(n: int, frames: int = 4, canvas_size=(6, 12), speed: int = 1,
     column is uniform over the places from which it stays whole on the canvas in every frame."""
     where = "sliding_shapes"
     n, frames = check_int(where, "n", n, low=0), check_int(where, "frames", frames, low=1)
-    speed, size = check_int(where, "speed", speed, low=0), check_int(where, "size", size, low=1)
+    speed, size = check_int(where, "speed", speed, low=1), check_int(where, "size", size, low=1)
     H, W = canvas_hw(canvas_size)
     lo, hi = size // 2, W - (size - size // 2) - (frames - 1) * speed   # centre columns of frame 0 (moving right)
     if size > H or hi < lo:
@@ -119,8 +119,9 @@ def object_centres(clips, threshold: float = 0.5) -> np.ndarray:
     """(n, T) float64: the mean column (pixel centres, 0.5 = the first column's centre) of the pixels whose
     brightest channel is above `threshold` in each frame of clips (n, T, C, H, W); NaN where none is."""
     clips = np.asarray(clips)
-    if clips.ndim != 5:
-        raise ValueError(f"object_centres: clips must be (n, T, C, H, W), got shape {clips.shape}")
+    if clips.ndim != 5 or clips.shape[2] == 0:
+        raise ValueError(f"object_centres: clips must be (n, T, C, H, W) with C >= 1, got shape {clips.shape}")
+    threshold = check_number("object_centres", "threshold", threshold)
     mask = clips.max(axis=2) > threshold                                  # (n, T, H, W)
     counts = mask.sum(axis=(2, 3))
     columns = np.arange(clips.shape[-1]) + 0.5
@@ -133,7 +134,8 @@ def motion_steadiness(centres, speed: float, tolerance: float = 0.5) -> tuple[np
 
     steady: every frame-to-frame shift is within `tolerance` of +speed, or every one within it of -speed
     (one direction, the right pace); False when a frame has no object. jerk: the mean |change of the
-    shift| from step to step, the flicker of the motion in pixels (0 for T < 3; NaN with an empty frame)."""
+    shift| from step to step, the flicker of the motion in pixels (0 for T < 3; NaN with an empty frame
+    when T >= 3)."""
     centres = np.asarray(centres, dtype=np.float64)
     if centres.ndim != 2:
         raise ValueError(f"motion_steadiness: centres must be (n, T), got shape {centres.shape}")

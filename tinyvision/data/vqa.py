@@ -51,15 +51,23 @@ def vqa_pairs(n: int, canvas_size: int = 32, *, seed, kinds=QUESTION_KINDS, held
     answer is "no" (lesson 05 raises it to lower hallucination)."""
     where = "vqa_pairs"
     n = check_int(where, "n", n, low=0)
+    canvas_size = check_int(where, "canvas_size", canvas_size, low=16)
     split = check_choice(where, "split", split, ("train", "test"))
+    if isinstance(kinds, str):
+        raise TypeError(f"{where}: kinds must be a sequence of kinds from {QUESTION_KINDS}, got the string {kinds!r}")
     kinds = tuple(kinds)
+    if "digit" in kinds and canvas_size < 32:
+        raise ValueError(f"{where}: a digit (16 pixels wide) fills half the canvas, which needs canvas_size >= 32, "
+                         f"got {canvas_size}")
     for k in kinds:
         check_choice(where, "kinds", k, QUESTION_KINDS)
     if not kinds:
         raise ValueError(f"{where}: kinds must name at least one of {QUESTION_KINDS}")
     if not 0.0 <= float(negatives) <= 1.0:
         raise ValueError(f"{where}: negatives must be a share in [0, 1], got {negatives!r}")
-    held_out = tuple((c, s) for c, s in held_out)
+    held_out = tuple(tuple(p) if isinstance(p, (tuple, list)) else (p,) for p in held_out)
+    if any(len(p) != 2 for p in held_out):
+        raise ValueError(f"{where}: held_out must be (colour, shape) pairs, e.g. [('green', 'circle')], got {held_out}")
     bad = [p for p in held_out if p[0] not in VQA_COLORS or p[1] not in SHAPES]
     if bad:
         raise ValueError(f"{where}: held_out pairs must be (colour in {VQA_COLORS}, shape in {SHAPES}), got {bad}")

@@ -14,9 +14,9 @@ Connectors ("translators"), each stating how many visual tokens it hands the lan
     perceiver   the patches projected to the resampler's width; k learned latents attend to
                 [patch tokens | latents] (Flamingo's resampler), then an MLP, each with its residual,
                 `depth` times; then Linear to D                                           k fixed
-    qformer     k learned queries: self-attention among themselves, cross-attention to the patch tokens,
-                an MLP, each with its residual, `depth` times (BLIP-2's Q-Former, without its text
-                half); then Linear to D                                                   k fixed
+    qformer     k learned queries (drawn normal, std 0.02): self-attention among themselves, cross-attention
+                to the patch tokens, an MLP, each with its residual, `depth` times (BLIP-2's Q-Former,
+                without its text half); then Linear to D                                  k fixed
 The first two keep every patch; the last two compress any number of patches to k tokens.
 
 The language model (CausalLM) is a decoder-only transformer: token and position embeddings, pre-norm
@@ -32,7 +32,8 @@ import numpy as np
 
 from .. import ops as F
 from ..checks import check_bool, check_choice, check_int, check_number
-from ..nn import MLP, CrossAttention, KVCache, LayerNorm, Linear, Module, ModuleList, Parameter, TransformerBlock
+from ..nn import (MLP, CrossAttention, KVCache, LayerNorm, Linear, Module, ModuleList, MultiHeadAttention, Parameter,
+                  TransformerBlock)
 from ..nn.init import as_rng, trunc_normal
 from ..tensor import Tensor, no_grad
 
@@ -73,6 +74,8 @@ class CausalLM(Module):
     def forward(self, ids, prefix=None, cache: KVCache | None = None) -> Tensor:
         x = self.embed_tokens(ids)
         if prefix is not None:
+            if not isinstance(prefix, Tensor):
+                raise TypeError(f"CausalLM: prefix must be a Tensor (B, P, {self.dim}), got {type(prefix).__name__}")
             if prefix.ndim != 3 or prefix.shape[0] != x.shape[0] or prefix.shape[2] != self.dim:
                 raise ValueError(f"CausalLM: prefix must be ({x.shape[0]}, P, {self.dim}), got shape {prefix.shape}")
             x = F.concatenate([prefix, x], axis=1)
@@ -96,14 +99,14 @@ class CausalLM(Module):
         temperature = check_number("CausalLM.generate", "temperature", temperature, low=0.0)
         if temperature > 0 and rng is None:
             raise ValueError("CausalLM.generate: sampling (temperature > 0) draws from rng; pass one")
+        rng = None if rng is None else as_rng(rng)
         ids = np.asarray(ids)
-        b = ids.shape[0] if ids.ndim == 2 else 0
-        out = np.zeros((b, max_new), dtype=np.int64)
-        done = np.zeros(b, dtype=bool)
         with no_grad():
             cache = KVCache(self.depth) if use_cache else None
             seq = ids
-            logits = self(ids, prefix, cache)
+            logits = self(ids, prefix, cache)                 # checks ids: (B, L) integers in the vocabulary
+            out = np.zeros((ids.shape[0], max_new), dtype=np.int64)
+            done = np.zeros(ids.shape[0], dtype=bool)
             for step in range(max_new):
                 last = logits.numpy()[:, -1].astype(np.float64)
                 if temperature == 0:
@@ -131,7 +134,13 @@ def answer_targets(ids, answer_start) -> np.ndarray:
     the answer (i + 1 >= answer_start, per row), IGNORE elsewhere (the prompt, the last position, padding
     id 0 after the answer). The logits at position i predict token i + 1."""
     ids = np.asarray(ids)
-    starts = np.broadcast_to(np.asarray(answer_start), (ids.shape[0],))
+    if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"answer_targets: ids must be a (B, L) integer array, got {ids.dtype} of shape {ids.shape}")
+    starts = np.asarray(answer_start)
+    if starts.shape not in ((), (ids.shape[0],)) or not np.issubdtype(starts.dtype, np.integer):
+        raise ValueError(f"answer_targets: answer_start must be one int or one per row ({ids.shape[0]},), got "
+                         f"{starts.dtype} of shape {starts.shape}")
+    starts = np.broadcast_to(starts, (ids.shape[0],))
     targets = np.full(ids.shape, IGNORE, dtype=np.int64)
     nxt = np.arange(1, ids.shape[1])
     keep = (nxt[None, :] >= starts[:, None]) & (ids[:, 1:] != 0)
@@ -144,25 +153,24 @@ class _ResamplerLayer(Module):
     """One layer of a resampler: latents attend (to the patches, and for the Perceiver to themselves too),
     then an MLP; Q-Former layers also run self-attention among the queries first. Pre-norm, residuals."""
 
-    def __init__(self, dim: int, context_dim: int, heads: int, self_attention: bool, *, seed):
+    def __init__(self, dim: int, context_dim: int, heads: int, kind: str, *, seed):
         rng = as_rng(seed)
-        self.self_attention = self_attention
-        if self_attention:
+        self.kind = kind
+        if kind == "qformer":
             self.norm_self = LayerNorm(dim, eps=1e-6)
-            self.attn_self = CrossAttention(dim, heads, seed=rng)
+            self.attn_self = MultiHeadAttention(dim, heads, seed=rng)
         self.norm_q = LayerNorm(dim, eps=1e-6)
         self.norm_ctx = LayerNorm(context_dim, eps=1e-6)
         self.cross = CrossAttention(dim, heads, context_dim, seed=rng)
         self.norm_mlp = LayerNorm(dim, eps=1e-6)
         self.mlp = MLP(dim, 4 * dim, seed=rng)
 
-    def forward(self, latents, patches, perceiver: bool):
-        if self.self_attention:
-            h = self.norm_self(latents)
-            latents = latents + self.attn_self(h, h)
+    def forward(self, latents, patches):
+        if self.kind == "qformer":
+            latents = latents + self.attn_self(self.norm_self(latents))
         h = self.norm_q(latents)
         ctx = self.norm_ctx(patches)
-        if perceiver:                                 # keys and values: the patches AND the latents themselves
+        if self.kind == "perceiver":                  # keys and values: the patches AND the latents themselves
             ctx = F.concatenate([ctx, h], axis=1)
         latents = latents + self.cross(h, ctx)
         return latents + self.mlp(self.norm_mlp(latents))
@@ -198,7 +206,7 @@ class Connector(Module):
         if self.kind == "perceiver":                  # patches and latents are keys side by side: one width
             self.inp = Linear(in_dim, width, seed=rng)
         context_dim = width if self.kind == "perceiver" else in_dim
-        self.layers = ModuleList([_ResamplerLayer(width, context_dim, heads, self.kind == "qformer", seed=rng)
+        self.layers = ModuleList([_ResamplerLayer(width, context_dim, heads, self.kind, seed=rng)
                                   for _ in range(depth)])
         self.norm = LayerNorm(width, eps=1e-6)
         self.out = Linear(width, out_dim, seed=rng)
@@ -217,7 +225,7 @@ class Connector(Module):
         if self.kind == "perceiver":
             features = self.inp(features)
         for layer in self.layers:
-            latents = layer(latents, features, perceiver=self.kind == "perceiver")
+            latents = layer(latents, features)
         return self.out(self.norm(latents))
 
     def extra_repr(self):
@@ -259,7 +267,7 @@ class VisionLanguageModel(Module):
             for block in eye.blocks[:self.layer + 1]:
                 x = block(x)
         drop = 0 if self.keep_cls else eye.num_prefix_tokens
-        return Tensor(x.numpy()[:, drop:])
+        return x[:, drop:]
 
     def visual_tokens(self, images=None, features=None) -> Tensor:
         """The connector's tokens (B, k, D) for images, or for eye features computed before (the eye is
