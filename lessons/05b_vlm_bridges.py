@@ -1,6 +1,6 @@
 """Lesson 05b: the bridge between an eye and a language model: which is simplest, which compresses most?
 
-Run:  python lessons/05b_vlm_bridges.py            (full: about 3.5 minutes on 2 CPU cores; 2.5 with 05's eye cached)
+Run:  python lessons/05b_vlm_bridges.py            (full: 2.4 minutes on 2 CPU cores with lesson 05's eye cached in --out, + 46 s without)
       python lessons/05b_vlm_bridges.py --quick    (CI: seconds)     options: --seed N  --out DIR
 
 Motivation
