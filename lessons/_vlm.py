@@ -12,7 +12,7 @@ import numpy as np
 
 import tinyvision as tv
 from tinyvision.data import DEFAULT_HELD_OUT, captioned_shapes, partial_caption, unique_caption_batches
-from tinyvision.data.vqa import QUESTION_KINDS, vqa_pairs
+from tinyvision.data.vqa import QUESTION_KINDS, scene_captions, vqa_pairs
 from tinyvision.models import CLIP
 from tinyvision.models.vlm import CausalLM, Connector, VisionLanguageModel
 from tinyvision.optim import AdamW, WarmupCosine, param_groups_no_decay
@@ -22,21 +22,31 @@ from _common import cached_model, optimise, train_clip_batches
 
 CANVAS = 32
 HELD_OUT = [(c, s) for c, s in DEFAULT_HELD_OUT if c != "magenta"][:2]   # colour-shape pairs no training scene has
+CAPTION_PROMPT = "what is in the picture ?"
 
 
 def qa_data(seed: int, quick: bool) -> SimpleNamespace:
-    """Training and test questions (tinyvision.data.vqa), their tokenizer, and the encoded sequences:
-    ids (B, context): [SOT] question words [answer] [EOT] PAD...; start: where each answer starts."""
-    n_qa, n_test = (600, 200) if quick else (8000, 1400)
+    """Training and test questions (tinyvision.data.vqa), captions of other scenes (the first training
+    stage), their tokenizer, and the encoded sequences: ids (B, context): [SOT] prompt words [answer]
+    [EOT] PAD...; start: where each answer starts. A caption is the answer to CAPTION_PROMPT."""
+    n_qa, n_test, n_cap = (600, 200, 300) if quick else (20000, 1400, 6000)
     d = SimpleNamespace()
     d.x_qa, d.q_qa, d.a_qa, d.k_qa = vqa_pairs(n_qa, CANVAS, seed=seed, held_out=HELD_OUT)
     d.x_te, d.q_te, d.a_te, d.k_te = vqa_pairs(n_test, CANVAS, seed=seed + 1, held_out=HELD_OUT, split="test")
-    texts = [f"{q} {a}" for q, a in zip(d.q_qa + d.q_te, d.a_qa + d.a_te)]
+    d.x_cap, d.cap = scene_captions(n_cap, CANVAS, seed=seed + 2, held_out=HELD_OUT)
+    texts = [f"{q} {a}" for q, a in zip(d.q_qa + d.q_te, d.a_qa + d.a_te)] + [f"{CAPTION_PROMPT} {c}" for c in d.cap]
     d.tokenizer = Tokenizer.train(texts)
     d.context = max(len(d.tokenizer.encode(t)) for t in texts)
     d.ids_qa, d.start_qa = encode(d, d.q_qa, d.a_qa)
     d.ids_te, d.start_te = encode(d, d.q_te, d.a_te)
+    d.ids_cap, d.start_cap = encode(d, [CAPTION_PROMPT] * len(d.cap), d.cap)
     return d
+
+
+def held_out_pair(question: str, answer: str) -> bool:
+    """Whether a colour or shape question asks about one of the HELD_OUT colour-shape pairs."""
+    words = set(question.split()) | {answer}
+    return any(c in words and s in words for c, s in HELD_OUT)
 
 
 def encode(d, questions, answers):
@@ -85,17 +95,32 @@ def features_of(model, images):
     return np.concatenate([model.eye_features(images[i:i + 500]).numpy() for i in range(0, len(images), 500)])
 
 
-def train_vlm(model, feats, ids, starts, steps, desc, seed):
-    """The connector and the LM, `steps` batches of 64 questions, AdamW 2e-3 with warm-up cosine; (losses, s)."""
-    opt = AdamW(param_groups_no_decay(model, 0.01), lr=2e-3)
+def train_vlm(model, feats, ids, starts, steps, desc, seed, train=None, blank=False):
+    """`steps` batches of 64 sequences, AdamW 2e-3 with warm-up cosine; (losses, seconds).
+
+    train: the part that learns (default: the connector and the LM); every other parameter is frozen
+    for this stage. blank=True: the pictures are blanked (the LM learns the words alone)."""
+    train = model if train is None else train
+    d_pad = Tokenizer.pad_id                    # every row's loss ignores its padding, so a batch can drop it
+    learning = {id(p) for p in train.parameters()}
+    frozen = [p for p in model.parameters() if id(p) not in learning]
+    for p in frozen:
+        p.requires_grad = False
+    opt = AdamW(param_groups_no_decay(train, 0.01), lr=2e-3)
     schedule = WarmupCosine(opt, total_steps=steps, warmup_steps=max(1, steps // 10))
     rng = np.random.default_rng((seed, 8))
 
     def batch_loss():
         idx = rng.integers(0, len(ids), 64)
-        return model.loss(None, ids[idx], starts[idx], features=tv.Tensor(feats[idx]))
+        batch = ids[idx]
+        batch = batch[:, :(batch != d_pad).any(0).nonzero()[0].max() + 1]   # drop columns of padding only
+        return model.loss(None, batch, starts[idx], features=tv.Tensor(feats[idx]), blank=blank)
     start = time.perf_counter()
-    losses = optimise(batch_loss, opt, steps, desc, schedule=schedule)
+    try:
+        losses = optimise(batch_loss, opt, steps, desc, schedule=schedule)
+    finally:
+        for p in frozen:
+            p.requires_grad = True
     return losses, time.perf_counter() - start
 
 

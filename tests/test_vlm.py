@@ -320,3 +320,52 @@ def test_presence_negatives_follow_the_share_asked_for_and_bad_settings_are_name
         vqa_pairs(2, 24, seed=0, kinds=("digit",))
     with pytest.raises(TypeError, match="vqa_pairs: kinds must be a sequence"):
         vqa_pairs(2, seed=0, kinds="color")
+
+
+def test_scene_captions_name_every_object_left_to_right_and_leave_held_out_pairs_out():
+    from tinyvision.data import COLORS, read_object
+    from tinyvision.data.vqa import scene_captions
+    images, captions = scene_captions(150, seed=3, held_out=[("green", "circle")])
+    assert images.shape == (150, 3, 32, 32) and len(captions) == 150
+    for image, text in zip(images, captions):
+        objects = [o.split() for o in text.split(" and ")]
+        assert all(len(o) == 3 and o[0] == "a" for o in objects), text
+        colours = [o[1] for o in objects]
+        drawn = {tuple(image[:, i, j]) for i, j in zip(*np.nonzero(image.max(0)))}
+        assert {tuple(np.float32(COLORS[c])) for c in colours} == drawn, text
+        if len(set(colours)) == len(colours):        # each object alone: its shape, and the order by x
+            xs = []
+            for _, colour, shape in objects:
+                mask = np.all(np.isclose(image.transpose(1, 2, 0), np.array(COLORS[colour])), -1)
+                solo = np.zeros_like(image)
+                solo[:, mask] = image[:, mask]
+                assert read_object(solo)["shape"] == shape, text
+                xs.append(np.nonzero(mask)[1].mean())
+            assert xs == sorted(xs), text
+    assert not any("green circle" in t for t in captions)
+    _, test_captions = scene_captions(300, seed=4, held_out=[("green", "circle")], split="test")
+    assert any("green circle" in t for t in test_captions)
+    with pytest.raises(ValueError, match=r"scene_captions: held_out pairs must be \(colour in"):
+        scene_captions(2, seed=0, held_out=[("mauve", "circle")])
+    with pytest.raises(ValueError, match="scene_captions: n must be"):
+        scene_captions(-1, seed=0)
+
+
+def test_a_blank_loss_is_the_language_model_alone_and_leaves_the_connector_without_gradient():
+    # blank=True zeroes the visual tokens: the loss is the LM's with a zero prefix of the same length, and
+    # no gradient reaches the connector (the text stage of lesson 05b trains the LM on words alone)
+    m = vlm()
+    rng = np.random.default_rng(1)
+    images, ids = rng.random((3, 3, 8, 8)), rng.integers(1, 11, (3, 6))
+    loss = m.loss(images, ids, answer_start=2, blank=True)
+    loss.backward()
+    k = m.visual_tokens(images).shape[1]
+    logits = m.lm(ids, prefix=f64(np.zeros((3, k, 8))))[:, k:].numpy()
+    targets = answer_targets(ids, 2)
+    logp = logits - logits.max(-1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+    keep = targets != IGNORE
+    want = -np.mean(np.take_along_axis(logp, np.where(keep, targets, 0)[..., None], -1)[..., 0][keep])
+    np.testing.assert_allclose(loss.item(), want, rtol=1e-12)
+    assert all(p.grad is None or not np.any(p.grad) for p in m.connector.parameters())
+    assert any(p.grad is not None and np.any(p.grad) for p in m.lm.parameters())

@@ -25,7 +25,7 @@ from ..checks import check_choice, check_int
 from ..nn.init import as_rng
 from .shapes import SHAPES, SceneSpec, make_scene, sample_scene_specs
 
-__all__ = ["NUMBER_WORDS", "QUESTION_KINDS", "answer_vocabulary", "vqa_pairs"]
+__all__ = ["NUMBER_WORDS", "QUESTION_KINDS", "answer_vocabulary", "scene_captions", "vqa_pairs"]
 
 QUESTION_KINDS = ("color", "shape", "count", "side", "presence", "tiny", "digit")
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -65,12 +65,7 @@ def vqa_pairs(n: int, canvas_size: int = 32, *, seed, kinds=QUESTION_KINDS, held
         raise ValueError(f"{where}: kinds must name at least one of {QUESTION_KINDS}")
     if not 0.0 <= float(negatives) <= 1.0:
         raise ValueError(f"{where}: negatives must be a share in [0, 1], got {negatives!r}")
-    held_out = tuple(tuple(p) if isinstance(p, (tuple, list)) else (p,) for p in held_out)
-    if any(len(p) != 2 for p in held_out):
-        raise ValueError(f"{where}: held_out must be (colour, shape) pairs, e.g. [('green', 'circle')], got {held_out}")
-    bad = [p for p in held_out if p[0] not in VQA_COLORS or p[1] not in SHAPES]
-    if bad:
-        raise ValueError(f"{where}: held_out pairs must be (colour in {VQA_COLORS}, shape in {SHAPES}), got {bad}")
+    held_out = _held_out_pairs(where, held_out)
     rng = as_rng(seed)
     exclude = held_out if split == "train" else ()
     digits = None
@@ -91,6 +86,39 @@ def vqa_pairs(n: int, canvas_size: int = 32, *, seed, kinds=QUESTION_KINDS, held
         drawn.append(kind)
     H = W = canvas_size
     return (np.stack(images) if images else np.zeros((0, 3, H, W), np.float32)), questions, answers, drawn
+
+
+def scene_captions(n: int, canvas_size: int = 32, *, seed, held_out=(), split: str = "train",
+                   count=(1, 3)) -> tuple[np.ndarray, list[str]]:
+    """n scenes of `count` objects (as the colour and shape questions draw them) and a caption naming every
+    object from left to right: "a red circle and a blue square". (images (n, 3, H, W) float32, captions)
+
+    The captions are the first stage of a LLaVA-style training (lesson 05): they tie every object's colour
+    to its shape, which is what a question about one object of several needs."""
+    where = "scene_captions"
+    n = check_int(where, "n", n, low=0)
+    canvas_size = check_int(where, "canvas_size", canvas_size, low=16)
+    split = check_choice(where, "split", split, ("train", "test"))
+    exclude = _held_out_pairs(where, held_out) if split == "train" else ()
+    rng = as_rng(seed)
+    images, captions = [], []
+    for _ in range(n):
+        spec = _scene(int(rng.integers(2 ** 31)), canvas_size, exclude, count=count)
+        objects = sorted(spec.objects, key=lambda o: o.center[0])
+        images.append(make_scene(spec))
+        captions.append(" and ".join(f"a {o.color} {o.shape}" for o in objects))
+    H = W = canvas_size
+    return (np.stack(images) if images else np.zeros((0, 3, H, W), np.float32)), captions
+
+
+def _held_out_pairs(where, held_out):
+    held_out = tuple(tuple(p) if isinstance(p, (tuple, list)) else (p,) for p in held_out)
+    if any(len(p) != 2 for p in held_out):
+        raise ValueError(f"{where}: held_out must be (colour, shape) pairs, e.g. [('green', 'circle')], got {held_out}")
+    bad = [p for p in held_out if p[0] not in VQA_COLORS or p[1] not in SHAPES]
+    if bad:
+        raise ValueError(f"{where}: held_out pairs must be (colour in {VQA_COLORS}, shape in {SHAPES}), got {bad}")
+    return held_out
 
 
 def _scene(sub, canvas_size, exclude, **options):

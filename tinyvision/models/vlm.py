@@ -284,9 +284,10 @@ class VisionLanguageModel(Module):
             vis = vis * 0.0
         return self.lm(ids, prefix=vis)[:, vis.shape[1]:]
 
-    def loss(self, images, ids, answer_start, features=None) -> Tensor:
-        """Mean cross-entropy of the answer tokens (answer_targets), every other position ignored."""
-        logits = self(images, ids, features=features)
+    def loss(self, images, ids, answer_start, features=None, blank: bool = False) -> Tensor:
+        """Mean cross-entropy of the answer tokens (answer_targets), every other position ignored.
+        blank=True: with the visual tokens zeroed, the language model's loss on text alone."""
+        logits = self(images, ids, blank=blank, features=features)
         return F.cross_entropy(logits, answer_targets(ids, answer_start), ignore_index=IGNORE)
 
     def answer(self, images, prompt_ids, max_new: int = 4, stop_id: int | None = None, blank: bool = False,
