@@ -129,20 +129,11 @@ def teacher_entropy_after(steps, center_momentum, teacher_temp, seed=0):
     vit = dict(img_size=8, patch_size=4, embed_dim=16, depth=1, num_heads=2, mlp_ratio=2.0)
     model = DINO(vit, out_dim=16, hidden_dim=32, bottleneck_dim=8, seed=seed)
     opt = tv.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.0)
-    center = np.zeros((1, 16), np.float32)
     pictures = rng.random((64, 3, 8, 8)).astype(np.float32)
     for _ in range(steps):
         views = multi_crop(pictures[rng.integers(0, 64, 16)], rng, n_local=0)
-        teacher = [model.teacher_out(v) for v in views]
-        loss = dino_loss([model.student_out(v) for v in views], teacher, center, teacher_temp=teacher_temp)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        for t, s in zip(model.teacher, (model.backbone, model.head)):
-            ema_update(t, s, 0.9)
-        if center_momentum is not None:
-            center = update_center(center, teacher, center_momentum)
-    z = (model.teacher_out(pictures) - center) / teacher_temp
+        model.train_step(views, opt, teacher_temp=teacher_temp, momentum=0.9, center_momentum=center_momentum)
+    z = (model.teacher_out(pictures) - model.center.numpy()) / teacher_temp
     q = np.exp(z - z.max(1, keepdims=True))
     q /= q.sum(1, keepdims=True)
     return float(np.mean(-(q * np.log(q + 1e-30)).sum(1)))

@@ -29,6 +29,7 @@ import math
 import numpy as np
 
 from .. import ops as F
+from ..backend import to_device
 from ..checks import check_int, check_number
 from ..nn import GELU, Buffer, Linear, Module, ModuleList, Parameter
 from ..nn.init import as_rng, trunc_normal
@@ -67,8 +68,8 @@ class DINOHead(Module):
                                GELU(), Linear(hidden_dim, bottleneck_dim, seed=rng)])
         for layer in self.mlp:
             if isinstance(layer, Linear):
-                layer.weight.data = trunc_normal(layer.weight.shape, std=0.02, seed=rng)
-                layer.bias.data = np.zeros_like(layer.bias.data)
+                layer.weight.data = to_device(trunc_normal(layer.weight.shape, std=0.02, seed=rng), layer.weight.device)
+                layer.bias.data = layer.bias.data * 0
         self.last_layer = WeightNormLinear(bottleneck_dim, out_dim, norm_last_layer, seed=rng)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -126,6 +127,32 @@ class DINO(Module):
         backbone, head = self.teacher
         with no_grad():
             return head(vit_class_token(backbone, images)).numpy()
+
+    def train_step(self, views, opt, teacher_temp: float = 0.04, momentum: float = 0.996,
+                   center_momentum: float | None = 0.9, freeze_last_layer: bool = False) -> dict:
+        """One DINO step on the views of a batch (tinyvision.data.augment.multi_crop: two global views first,
+        then the local ones): the loss, the student's update (the head's last layer left alone when
+        freeze_last_layer), the EMA teacher, the centre.
+
+        center_momentum=None keeps the centre where it is (an experiment: sharpening without centring).
+        Returns the loss and the entropy of the teacher's distribution on the first global view."""
+        teacher = [self.teacher_out(v) for v in views[:2]]
+        loss = dino_loss([self.student_out(v) for v in views], teacher, self.center.numpy(), teacher_temp=teacher_temp)
+        opt.zero_grad()
+        loss.backward()
+        if freeze_last_layer:                        # DINO's first epoch: the prototypes wait for the features
+            for p in self.head.last_layer.parameters():
+                p.grad = None
+        opt.step()
+        for t, s in zip(self.teacher, (self.backbone, self.head)):
+            ema_update(t, s, momentum)
+        z = (teacher[0] - self.center.numpy()) / teacher_temp
+        q = np.exp(z - z.max(-1, keepdims=True))
+        q /= q.sum(-1, keepdims=True)
+        if center_momentum is not None:
+            self.center.data = to_device(update_center(self.center.numpy(), teacher, center_momentum),
+                                         self.center.device)
+        return {"loss": float(loss.item()), "teacher_entropy": float(np.mean(-(q * np.log(q + 1e-30)).sum(-1)))}
 
     def features(self, images, batch: int = 500) -> np.ndarray:
         """The teacher backbone's class tokens (what DINO evaluates with k-NN), float32 (n, D)."""
