@@ -92,7 +92,7 @@ model = build()
 feats_qa, feats_te, feats_cap = (features_of(x, model) for x in (x_qa, x_te, d.x_cap))
 _, cap_seconds = train_vlm(model, feats_cap, d.ids_cap, d.start_cap, CAPTION_STEPS, "stage 1: captions")
 after_captions = model.state_dict()                       # section 5 starts its second model from here
-print(f"\n== 3. the VLM: 16 visual tokens (mlp connector, 64 -> 64) + a 2-block causal language model of width 64")
+print("\n== 3. the VLM: 16 visual tokens (mlp connector, 64 -> 64) + a 2-block causal language model of width 64")
 print(f"  stage 1, {CAPTION_STEPS} steps of 64 captions of other scenes ({cap_seconds:.0f} s): {_vlm.CAPTION_PROMPT!r} -> "
       f"every object, left to right. (LLaVA trains only the connector here, its language model already\n"
       f"  speaks; ours starts from nothing, so both learn: lesson 05b measures LLaVA's way.) On test pictures:")
