@@ -49,8 +49,8 @@ from _vlm import CANVAS, HELD_OUT, by_kind, clip_eye, qa_data
 args = parse_args(__doc__)
 one_blas_thread()
 QUICK = args.quick
-VLM_STEPS = 40 if QUICK else 1200
-CAPTION_STEPS = 20 if QUICK else 300
+VLM_STEPS = 20 if QUICK else 1200
+CAPTION_STEPS = 8 if QUICK else 300
 
 # %% 1. Data: questions about scenes (tinyvision/data/vqa.py; the set-up is in lessons/_vlm.py, shared with 05b)
 d = qa_data(args.seed, QUICK)

@@ -48,8 +48,8 @@ from _vlm import by_kind, clip_eye, qa_data
 args = parse_args(__doc__)
 one_blas_thread()
 QUICK = args.quick
-STEPS = 30 if QUICK else 500
-STAGE_STEPS = 20 if QUICK else 200          # each earlier stage of a recipe (section 3)
+STEPS = 10 if QUICK else 500
+STAGE_STEPS = 6 if QUICK else 200          # each earlier stage of a recipe (section 3)
 BRIDGES = (("linear", None), ("mlp", None), ("perceiver", 4), ("qformer", 4))
 KINDS = ("color", "shape", "count", "side", "presence", "tiny", "digit")
 

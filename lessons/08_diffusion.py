@@ -196,7 +196,7 @@ SAMPLER_STEPS = (50, 25, 10) if QUICK else (100, 50, 25, 10)
 DIGIT_STEPS = 60 if QUICK else 1200
 P_UNCOND = 0.1
 N_DIGITS = 30 if QUICK else 200        # samples per guidance setting, 3 (20) of each digit
-N_DDPM = 20 if QUICK else 100          # DDPM's T network calls per sample are the expensive part
+N_DDPM = 10 if QUICK else 100          # DDPM's T network calls per sample are the expensive part
 x_digits, y_digits = load_digits("train", normalize=False, seed=args.seed)
 x_digits = x_digits * 2 - 1            # pixels in [-1, 1], the range the noise scale assumes
 digit_sched = make_schedule("cosine", T_DIGITS)

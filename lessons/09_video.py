@@ -64,7 +64,7 @@ one_blas_thread()
 QUICK = args.quick
 FRAMES, CANVAS, SPEED, PATCH = 4, 16, 2, 4
 N_TRAIN, N_TEST = (300, 200) if QUICK else (3000, 600)
-EPOCHS = {"direction": 6 if QUICK else 20, "shape": 4}       # batches of 64: about 940 and 190 steps in full mode
+EPOCHS = {"direction": 4 if QUICK else 20, "shape": 4}       # batches of 64: about 940 and 190 steps in full mode
 DIM, DEPTH, HEADS = 32, 2, 2
 
 # %% 1. Data

@@ -59,8 +59,8 @@ args = parse_args(__doc__)
 one_blas_thread()
 QUICK = args.quick
 N_TRAIN, N_TEST = (300, 90) if QUICK else (4000, 1000)
-STEPS = 15 if QUICK else 500
-COLLAPSE_STEPS = 5 if QUICK else 100
+STEPS = 6 if QUICK else 500
+COLLAPSE_STEPS = 2 if QUICK else 100
 BATCH, K, TAU_T, LR = 32, 64, 0.01, 5e-4
 VIT = dict(img_size=32, patch_size=4, embed_dim=64, depth=2, num_heads=4, mlp_ratio=2.0)
 
@@ -150,7 +150,7 @@ print(f"  the teacher's entropy per batch, first 50 steps {np.mean(entropies[:50
 # %% 4. The ceiling: the same ViT trained with the labels
 supervised = ViT(**VIT, num_classes=len(SHAPES), seed=args.seed)
 opt = AdamW(param_groups_no_decay(supervised, 0.05), lr=2e-3)
-sup_steps = 15 if QUICK else 400
+sup_steps = 6 if QUICK else 400
 schedule = WarmupCosine(opt, total_steps=sup_steps, warmup_steps=max(1, sup_steps // 10))
 rng = np.random.default_rng((args.seed, 11, 3))
 
