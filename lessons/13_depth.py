@@ -22,8 +22,10 @@ The idea (tinyvision/data/depth.py, tinyvision/models/depth.py)
        alone. The ground's depth is a function of the row (the camera never moves), so a "rows only"
        predictor that knows nothing of objects is the baseline to beat.
     5. Cue ablation: the trained model is shown test scenes with one cue removed (random object
-       sizes; no occlusion; a flat ground) and scored again. A cue the model relies on costs accuracy
-       when it is gone.
+       sizes; no occlusion; a flat ground) and scored again. Removing a cue the model relies on costs
+       accuracy; but such scenes also look unlike the training ones (random sizes even mislead), and
+       a removal that costs nothing (scenes without overlaps are if anything easier) shows only that
+       the model does not need the cue on these scenes, not that it never reads it.
 
 Exercises
     1. Train with lambda = 1 and score with align="median" (depth_metrics). What changes, and why?

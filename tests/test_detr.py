@@ -34,8 +34,10 @@ def random_case(rng, B, Q, K, max_n):
     return logits, boxes, targets
 
 
-def loss_formula(logits, boxes, targets, eos=0.1, wc=1.0, wl=5.0, wg=2.0):
-    """DETR's loss for one decoder layer in float64, the matching by brute force over permutations."""
+def loss_formula(logits, boxes, targets, eos=0.1, wc=1.0, wl=5.0, wg=2.0, match=None):
+    """DETR's loss for one decoder layer in float64, the matching by brute force over permutations
+    (with the cost weights `match`, by default the loss's own)."""
+    mc, ml, mg = (wc, wl, wg) if match is None else match
     B, Q, K1 = logits.shape
     p = np.exp(logits - logits.max(-1, keepdims=True))
     p /= p.sum(-1, keepdims=True)
@@ -44,7 +46,7 @@ def loss_formula(logits, boxes, targets, eos=0.1, wc=1.0, wl=5.0, wg=2.0):
     for b, (labels, tb) in enumerate(targets):
         n = len(labels)
         giou = generalized_box_iou(box_cxcywh_to_xyxy(boxes[b]), box_cxcywh_to_xyxy(tb)) if n else np.zeros((Q, 0))
-        cost = lambda q, t: -wc * p[b, q, labels[t]] + wl * np.abs(boxes[b, q] - tb[t]).sum() - wg * giou[q, t]
+        cost = lambda q, t: -mc * p[b, q, labels[t]] + ml * np.abs(boxes[b, q] - tb[t]).sum() - mg * giou[q, t]
         best = min(itertools.permutations(range(Q), n), key=lambda qs: sum(cost(q, t) for t, q in enumerate(qs)))
         cls = np.full(Q, K1 - 1)
         for t, q in enumerate(best):
@@ -157,3 +159,21 @@ def test_map_by_hand():
         mean_average_precision(perfect[:1], targets, num_classes=2)
     with pytest.raises(ValueError, match="average_precision: 3 true positives for 2 true objects"):
         average_precision([True, True, True], 2)
+
+
+def test_labels_outside_the_classes_are_named_and_match_weights_are_apart_from_loss_weights():
+    rng = np.random.default_rng(9)
+    logits, boxes, _ = random_case(rng, 1, 4, 3, max_n=0)
+    box = np.array([[0.5, 0.5, 0.2, 0.2]])
+    for bad in (3, -1, 7):                        # 3 is "no object" here (K = 3): never a target
+        with pytest.raises(ValueError, match=r"set_loss: picture 0 has labels \[" + str(bad) + r"\]; expected classes in 0..2"):
+            set_loss([(f64(logits), f64(boxes))], [(np.array([bad]), box)])
+    targets = [(np.array([1, 2]), np.array([[0.3, 0.3, 0.2, 0.2], [0.7, 0.6, 0.2, 0.3]]))]
+    # matching by L1 alone keeps the loss's own weights: the loss is the formula's with that matching
+    for match in ((0.0, 5.0, 0.0), (1.0, 0.0, 0.0)):
+        got = set_loss([(f64(logits), f64(boxes))], targets, match_weights=match)[0].item()
+        np.testing.assert_allclose(got, loss_formula(logits, boxes, targets, match=match), rtol=1e-6)
+    with pytest.raises(ValueError, match="set_loss: eos_coef"):
+        set_loss([(f64(logits), f64(boxes))], targets, eos_coef=0.0)
+    with pytest.raises(ValueError, match="mean_average_precision: picture 0 has 2 predicted labels, 1 scores"):
+        mean_average_precision([(np.array([0, 1]), np.array([0.5]), np.zeros((2, 4)) + 0.5)], [(np.array([0]), box)], 2)

@@ -147,3 +147,14 @@ def test_centring_alone_and_sharpening_alone_collapse_and_both_do_not():
     assert centring_only > 0.95 * np.log(K), centring_only
     assert sharpening_only < 0.1, sharpening_only
     assert 0.1 < both < 0.95 * np.log(K), both
+
+
+def test_the_teacher_starts_as_the_student_for_any_seed_and_other_position_tables_are_refused():
+    vit = dict(img_size=8, patch_size=4, embed_dim=8, depth=1, num_heads=2, mlp_ratio=1.0)
+    model = DINO(vit, out_dim=5, hidden_dim=8, bottleneck_dim=4, seed=np.random.default_rng(3))
+    backbone, head = model.teacher
+    for t, s in zip(backbone.parameters() + head.parameters(), model.backbone.parameters() + model.head.parameters()):
+        np.testing.assert_array_equal(t.numpy(), s.numpy())
+        assert t is not s and t.data is not s.data
+    with pytest.raises(ValueError, match="DINO: the ViT needs a learned position table"):
+        DINO({**vit, "pos_embed": "sincos"}, out_dim=5, seed=0)

@@ -3,7 +3,8 @@
 For one class, rank every predicted box of that class over all pictures by its score. Walking down the
 ranking, a prediction is a true positive when it overlaps a true object of its class in its picture,
 not yet claimed by a higher-scored prediction, with IoU >= the threshold (the best-overlapping such
-object); otherwise it is a false positive (a miss, or a duplicate). After k predictions
+object: COCO's rule; VOC's code takes the best object overall and calls the prediction a duplicate if
+that one is claimed); otherwise it is a false positive (a miss, or a duplicate). After k predictions
 
     precision_k = TP_k / k,        recall_k = TP_k / (number of true objects of the class)
 
@@ -13,7 +14,7 @@ best precision at any higher recall), summed over the recall steps ("all points"
     AP = sum_k (recall_k - recall_{k-1}) * max_{j >= k} precision_j
 
 mAP is the mean of AP over the classes that have at least one true object. COCO's headline AP averages
-this over IoU thresholds 0.50 .. 0.95 and samples recall at 101 points; mAP@0.5 is the VOC number.
+this over IoU thresholds 0.50 .. 0.95 and samples recall at 101 points; mAP@0.5 is VOC's threshold.
 """
 from __future__ import annotations
 
@@ -58,6 +59,10 @@ def mean_average_precision(predictions, targets, num_classes: int, iou_threshold
         for i, ((pl, ps, pb), (tl, tb)) in enumerate(zip(predictions, targets)):
             pl, ps = np.asarray(pl).reshape(-1), np.asarray(ps, dtype=np.float64).reshape(-1)
             pb, tb = np.asarray(pb, dtype=np.float64).reshape(-1, 4), np.asarray(tb, dtype=np.float64).reshape(-1, 4)
+            if not len(pl) == len(ps) == len(pb) or len(np.asarray(tl).reshape(-1)) != len(tb):
+                raise ValueError(f"mean_average_precision: picture {i} has {len(pl)} predicted labels, {len(ps)} scores, "
+                                 f"{len(pb)} boxes and {len(np.asarray(tl).reshape(-1))} true labels for {len(tb)} boxes; "
+                                 f"expected one of each per prediction and per object")
             truth = np.asarray(tl).reshape(-1) == c
             n_true += int(truth.sum())
             mine = np.nonzero(pl == c)[0]

@@ -54,21 +54,20 @@ class DepthViT(Module):
         return unpatchify(values, self.patch_size, 1, tuple(grid))[:, 0]     # (B, H, W)
 
 
-def _flat(where, name, x, like=None):
-    t = x if isinstance(x, Tensor) else Tensor(np.asarray(x, dtype=np.float32 if like is None else like.dtype))
-    if t.ndim < 2:
-        raise ValueError(f"{where}: {name} must be maps (B, ...), got shape {t.shape}")
-    return t.reshape(t.shape[0], -1)
+def _pair(where, pred, target, name):
+    """pred as a Tensor (B, n) and target as a float64 array (B, n), after checking they are maps of one shape."""
+    p = pred if isinstance(pred, Tensor) else Tensor(np.asarray(pred, dtype=np.float32))
+    t = np.asarray(target.numpy() if isinstance(target, Tensor) else target, dtype=np.float64)
+    if p.ndim < 2 or tuple(t.shape) != tuple(p.shape):
+        raise ValueError(f"{where}: the prediction {tuple(p.shape)} and {name} {tuple(t.shape)} must be maps (B, ...) "
+                         f"of one shape")
+    return p.reshape(p.shape[0], -1), t.reshape(t.shape[0], -1)
 
 
 def scale_invariant_log_loss(pred_log_depth, depth, lam: float = 0.5) -> Tensor:
     """Eigen's D(lambda) per picture, averaged over the batch (module docstring); depth in metres (> 0)."""
     lam = check_number("scale_invariant_log_loss", "lam", lam, low=0.0, high=1.0)
-    p = _flat("scale_invariant_log_loss", "pred_log_depth", pred_log_depth)
-    t = np.asarray(depth.numpy() if isinstance(depth, Tensor) else depth, dtype=np.float64).reshape(p.shape[0], -1)
-    if t.shape != p.shape:
-        raise ValueError(f"scale_invariant_log_loss: depth has {t.shape[1]} pixels per picture, the prediction "
-                         f"{p.shape[1]}; expected maps of the same size")
+    p, t = _pair("scale_invariant_log_loss", pred_log_depth, depth, "depth")
     if not np.all(t > 0):
         raise ValueError("scale_invariant_log_loss: depth must be > 0 everywhere (its log is taken)")
     d = p - np.log(t).astype(p.dtype)
@@ -79,25 +78,29 @@ def scale_invariant_log_loss(pred_log_depth, depth, lam: float = 0.5) -> Tensor:
 
 def scale_and_shift(pred, target) -> tuple:
     """The least-squares (s, t) per picture aligning pred to target: s pred + t ~ target. Tensors (B,) that
-    carry gradients to pred (as in MiDaS); target is a constant."""
-    p = _flat("scale_and_shift", "pred", pred)
-    y = np.asarray(target.numpy() if isinstance(target, Tensor) else target, dtype=np.float64).reshape(p.shape[0], -1)
-    y = Tensor(y.astype(p.dtype))
-    n = p.shape[1]
-    a00, a01, a11 = F.sum(p * p, axis=1), F.sum(p, axis=1), float(n)
-    b0, b1 = F.sum(p * y, axis=1), F.sum(y, axis=1)
-    det = a00 * a11 - a01 * a01
-    if np.any(det.numpy() <= 0):
+    carry gradients to pred (as in MiDaS); target is a constant.
+
+    MiDaS solves the 2x2 normal equations as they stand; here they are solved centred,
+        s = sum (p - mean p)(y - mean y) / sum (p - mean p)^2,   t = mean y - s mean p,
+    the same solution without the cancellation that float32 suffers when p's offset dwarfs its spread."""
+    p, y = _pair("scale_and_shift", pred, target, "target")
+    return _align(p, y)
+
+
+def _align(p, y):
+    pc = p - F.mean(p, axis=1, keepdims=True)
+    yc = y - y.mean(1, keepdims=True)
+    var = F.sum(pc * pc, axis=1)
+    if np.any(var.numpy() <= 0):
         raise ValueError("scale_and_shift: a prediction is constant over its picture, so no scale can be fitted "
                          "(the 2x2 normal equations are singular)")
-    return (b0 * a11 - a01 * b1) / det, (a00 * b1 - a01 * b0) / det
+    s = F.sum(pc * yc.astype(p.dtype), axis=1) / var
+    return s, Tensor(y.mean(1).astype(p.dtype)) - s * F.mean(p, axis=1)
 
 
 def ssi_loss(pred_disparity, target_disparity) -> Tensor:
     """MiDaS's data term: (1 / 2n) sum (s p + t - d*)^2 per picture after the closed-form alignment, averaged."""
-    p = _flat("ssi_loss", "pred_disparity", pred_disparity)
-    y = np.asarray(target_disparity.numpy() if isinstance(target_disparity, Tensor) else target_disparity,
-                   dtype=np.float64).reshape(p.shape[0], -1)
-    s, t = scale_and_shift(p, y)
+    p, y = _pair("ssi_loss", pred_disparity, target_disparity, "target_disparity")
+    s, t = _align(p, y)
     r = p * F.reshape(s, (-1, 1)) + F.reshape(t, (-1, 1)) - y.astype(p.dtype)
     return F.mean(F.mean(r * r, axis=1) * 0.5)

@@ -95,7 +95,7 @@ class DETR(Module):
         return outputs
 
 
-def _targets(where, targets, batch):
+def _targets(where, targets, batch, num_classes):
     if len(targets) != batch:
         raise ValueError(f"{where}: targets must hold one (labels, boxes) pair per picture ({batch}), got {len(targets)}")
     out = []
@@ -105,6 +105,9 @@ def _targets(where, targets, batch):
         if boxes.shape != (len(labels), 4):
             raise ValueError(f"{where}: picture {b} has {len(labels)} labels but boxes of shape {boxes.shape}; "
                              f"expected ({len(labels)}, 4) boxes (cx, cy, w, h)")
+        if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+            raise ValueError(f"{where}: picture {b} has labels {sorted(set(labels.tolist()))}; expected classes in "
+                             f"0..{num_classes - 1} ({num_classes} is 'no object', never a target)")
         out.append((labels, boxes))
     return out
 
@@ -116,7 +119,7 @@ def hungarian_match(logits, boxes, targets, w_class=1.0, w_l1=5.0, w_giou=2.0) -
     boxes (n, 4) cxcywh). Computed without gradients: the matching is a choice, not a function to learn."""
     logits = np.asarray(logits.numpy() if isinstance(logits, Tensor) else logits, dtype=np.float64)
     boxes = np.asarray(boxes.numpy() if isinstance(boxes, Tensor) else boxes, dtype=np.float64)
-    targets = _targets("hungarian_match", targets, logits.shape[0])
+    targets = _targets("hungarian_match", targets, logits.shape[0], logits.shape[-1] - 1)
     return [linear_sum_assignment(matching_cost(logits[b], boxes[b], labels, tboxes, w_class, w_l1, w_giou))
             for b, (labels, tboxes) in enumerate(targets)]
 
@@ -138,19 +141,21 @@ def matching_cost(logits, boxes, labels, target_boxes, w_class=1.0, w_l1=5.0, w_
             - w_giou * generalized_box_iou(box_cxcywh_to_xyxy(boxes), box_cxcywh_to_xyxy(target_boxes)))
 
 
-def set_loss(outputs, targets, eos_coef=0.1, w_class=1.0, w_l1=5.0, w_giou=2.0) -> tuple[Tensor, dict]:
+def set_loss(outputs, targets, eos_coef=0.1, w_class=1.0, w_l1=5.0, w_giou=2.0, match_weights=(1.0, 5.0, 2.0)
+             ) -> tuple[Tensor, dict]:
     """DETR's loss summed over the decoder layers' outputs [(logits, boxes), ...]; (loss, parts of the last layer).
 
     Per layer: weighted cross-entropy sum(w_i nll_i) / sum(w_i) with w = eos_coef for "no object";
     w_l1 * L1 + w_giou * (1 - GIoU) of the matched boxes, summed and divided by the number of objects
-    (at least 1)."""
-    eos_coef = check_number("set_loss", "eos_coef", eos_coef, low=0.0)
+    (at least 1). match_weights: (class, L1, GIoU) weights of the matching cost, apart from the loss's
+    own weights as in DETR (its defaults are equal: 1, 5, 2)."""
+    eos_coef = check_number("set_loss", "eos_coef", eos_coef, low=0.0, low_open=True)
     total, parts = None, {}
     for logits, boxes in outputs:
         B, Q, K1 = logits.shape
-        tg = _targets("set_loss", targets, B)
+        tg = _targets("set_loss", targets, B, K1 - 1)
         with no_grad():
-            matches = hungarian_match(logits, boxes, tg, w_class, w_l1, w_giou)
+            matches = hungarian_match(logits, boxes, tg, *match_weights)
         classes = np.full((B, Q), K1 - 1, dtype=np.int64)
         bq, bt = [], []
         for b, (q, t) in enumerate(matches):

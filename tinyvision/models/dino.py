@@ -89,6 +89,9 @@ def vit_class_token(vit: ViT, images) -> Tensor:
         tokens = vit.embed(x)
     else:
         patches = pe(x)                                                          # (B, N', D)
+        if not hasattr(vit, "pos_embed"):
+            raise ValueError(f"vit_class_token: a {x.shape[2]}x{x.shape[3]} input needs the ViT's learned position "
+                             f"table resampled, and this ViT has pos_embed={vit.pos_embed_kind!r}")
         gh, gw = pe.grid_size
         m = np.kron(interpolation_matrix(gh, grid[0], "bicubic"), interpolation_matrix(gw, grid[1], "bicubic"))
         pos = vit.pos_embed                                                      # (1, 1 + N, D)
@@ -105,14 +108,20 @@ class DINO(Module):
 
     def __init__(self, vit_kwargs: dict, out_dim: int = 256, hidden_dim: int = 256, bottleneck_dim: int = 64, *, seed):
         self.out_dim = check_int("DINO", "out_dim", out_dim, low=2)
+        if vit_kwargs.get("pos_embed", "learn") != "learn":
+            raise ValueError(f"DINO: the ViT needs a learned position table (pos_embed='learn'), which local crops "
+                             f"resample; got pos_embed={vit_kwargs['pos_embed']!r}")
         vit_kwargs = {**vit_kwargs, "class_token": True, "global_pool": "token"}
 
-        def build():
-            rng = as_rng(seed)
+        def build(rng):
             return ViT(**vit_kwargs, seed=rng), DINOHead(vit_kwargs["embed_dim"], out_dim, hidden_dim, bottleneck_dim,
                                                           seed=rng)
-        self.backbone, self.head = build()
-        teacher_backbone, teacher_head = build()                  # the same draws: the teacher starts equal
+        rng = as_rng(seed)
+        self.backbone, self.head = build(rng)
+        teacher_backbone, teacher_head = build(rng)
+        for t, s in zip(teacher_backbone.parameters() + teacher_head.parameters(),
+                        self.backbone.parameters() + self.head.parameters()):
+            t.data = s.data.copy()                                # the teacher starts as the student
         self._teacher = [teacher_backbone, teacher_head]          # a list: not this module's parameters
         self.center = Buffer(np.zeros((1, out_dim), dtype=np.float32))     # saved with the model, never learned
 
