@@ -49,7 +49,7 @@ import numpy as np
 import tinyvision as tv
 from tinyvision.data import SHAPES, sample_scenes
 from tinyvision.data.augment import multi_crop
-from tinyvision.models.dino import DINO, cosine_schedule
+from tinyvision.models.dino import DINO, class_token_features, cosine_schedule
 from tinyvision.models.vit import ViT
 from tinyvision.optim import AdamW, WarmupCosine, param_groups_no_decay
 
@@ -167,22 +167,11 @@ def supervised_loss():
 optimise(supervised_loss, opt, sup_steps, "supervised ViT", schedule=schedule)
 
 
-def class_tokens(vit, images):
-    with tv.no_grad():
-        out = []
-        for i in range(0, len(images), 500):
-            tokens = vit.embed(tv.Tensor(images[i:i + 500]))
-            for block in vit.blocks:
-                tokens = block(tokens)
-            out.append(vit.norm(tokens)[:, 0].numpy())
-    return np.concatenate(out)
-
-
 # %% 5. k-NN on frozen features
 rows = {"raw pixels": (x_tr.reshape(N_TRAIN, -1), x_te.reshape(N_TEST, -1)),
-        "random ViT": (class_tokens(random_vit, x_tr), class_tokens(random_vit, x_te)),
+        "random ViT": (class_token_features(random_vit, x_tr), class_token_features(random_vit, x_te)),
         "DINO (no labels)": (model.features(x_tr), model.features(x_te)),
-        "supervised ViT (labels)": (class_tokens(supervised, x_tr), class_tokens(supervised, x_te))}
+        "supervised ViT (labels)": (class_token_features(supervised, x_tr), class_token_features(supervised, x_te))}
 knn_scores = {name: knn_both(*f) for name, f in rows.items()}
 print(f"\n== 5. k-NN shape accuracy on {N_TEST} test pictures (+-{accuracy_margin(N_TEST):.2f}; a guess is "
       f"{1 / len(SHAPES):.2f}): with all {N_TRAIN} training labels (k = 20), and with 10 per class (k = 5; the mean "

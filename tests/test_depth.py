@@ -126,6 +126,8 @@ def test_scene_depth_is_the_pinhole_geometry_and_cues_switch_off():
         assert len({tuple(c) for c in img.transpose(0, 2, 3, 1)[bare]}) == colours
     with pytest.raises(ValueError, match="depth_scenes: cues must be names from"):
         depth_scenes(2, seed=0, cues=("shading",))
+    with pytest.raises(ValueError, match=r"depth_scenes: count must be \(lo, hi\) ints"):
+        depth_scenes(2, seed=0, count=(3, 1))
     with pytest.raises(TypeError, match="depth_scenes: cues must be a sequence"):
         depth_scenes(2, seed=0, cues="size")
     assert DEPTH_CUES == ("size", "occlusion", "texture")

@@ -47,6 +47,10 @@ def random_resized_crop(x: np.ndarray, rng: np.random.Generator, out_size: int, 
         raise ValueError(f"random_resized_crop: x must be (B, C, H, W), got shape {x.shape}")
     if not 0 < scale[0] <= scale[1] <= 1:
         raise ValueError(f"random_resized_crop: scale must be (lo, hi) with 0 < lo <= hi <= 1, got {scale}")
+    if not 0 < ratio[0] <= ratio[1]:
+        raise ValueError(f"random_resized_crop: ratio must be (lo, hi) with 0 < lo <= hi, got {ratio}")
+    if isinstance(out_size, bool) or not isinstance(out_size, (int, np.integer)) or out_size < 1:
+        raise ValueError(f"random_resized_crop: out_size must be an int >= 1 (pixels), got {out_size!r}")
     b, c, h, w = x.shape
     out = np.empty((b, c, out_size, out_size), dtype=x.dtype)
     centres = (np.arange(out_size) + 0.5) / out_size
@@ -84,6 +88,9 @@ def color_jitter(x: np.ndarray, rng: np.random.Generator, brightness: float = 0.
     clipped to [0, 1]. On the procedural scenes this changes an object's colour and keeps its shape."""
     if x.ndim != 4:
         raise ValueError(f"color_jitter: x must be (B, C, H, W), got shape {x.shape}")
+    if not 0 <= brightness < 1:
+        raise ValueError(f"color_jitter: brightness must be in [0, 1) (scales 1 - b .. 1 + b stay positive), "
+                         f"got {brightness!r}")
     order = np.argsort(rng.random((x.shape[0], x.shape[1])), axis=1)
     out = np.take_along_axis(x, order[:, :, None, None], axis=1)
     scale = rng.uniform(1 - brightness, 1 + brightness, (x.shape[0], 1, 1, 1)).astype(x.dtype)

@@ -53,6 +53,10 @@ def depth_scenes(n: int, canvas_size: int = 32, *, seed, cues=DEPTH_CUES, count=
     bad = [c for c in cues if c not in DEPTH_CUES]
     if bad:
         raise ValueError(f"{where}: cues must be names from {DEPTH_CUES}, got {bad}")
+    if (not isinstance(count, (tuple, list)) or len(count) != 2
+            or not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in count)
+            or not 0 <= count[0] <= count[1]):
+        raise ValueError(f"{where}: count must be (lo, hi) ints with 0 <= lo <= hi, got {count!r}")
     lo, hi = count
     z_near, z_far = z_range
     if not 0 < z_near < z_far < Z_SKY:
@@ -90,7 +94,8 @@ def depth_scenes(n: int, canvas_size: int = 32, *, seed, cues=DEPTH_CUES, count=
 
 
 def _place_objects(rng, k, f, horizon, width, z_near, z_far, same_size, may_overlap):
-    """k objects (z, x centre px, drawn size px, shape, colour, box); without may_overlap, their boxes are apart."""
+    """k objects (z, x centre px, drawn size px, shape, colour, box); without may_overlap, their boxes are apart
+    (an object that finds no free place in 100 draws is left out, so a crowded scene may hold fewer)."""
     placed = []
     for _ in range(k):
         for _ in range(100):

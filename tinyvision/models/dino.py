@@ -37,7 +37,7 @@ from ..ops.resample import interpolation_matrix
 from ..tensor import Tensor, no_grad
 from .vit import ViT
 
-__all__ = ["DINO", "DINOHead", "cosine_schedule", "dino_loss", "ema_update", "teacher_temperatures",
+__all__ = ["DINO", "DINOHead", "class_token_features", "cosine_schedule", "dino_loss", "ema_update", "teacher_temperatures",
            "update_center", "vit_class_token"]
 
 
@@ -165,10 +165,14 @@ class DINO(Module):
 
     def features(self, images, batch: int = 500) -> np.ndarray:
         """The teacher backbone's class tokens (what DINO evaluates with k-NN), float32 (n, D)."""
-        backbone, _ = self.teacher
-        with no_grad():
-            return np.concatenate([vit_class_token(backbone, images[i:i + batch]).numpy()
-                                   for i in range(0, len(images), batch)]) if len(images) else np.zeros((0, backbone.embed_dim))
+        return class_token_features(self.teacher[0], images, batch)
+
+
+def class_token_features(vit: ViT, images, batch: int = 500) -> np.ndarray:
+    """vit_class_token of every picture (n, C, H, W), in batches, without gradients: (n, D) float32."""
+    with no_grad():
+        parts = [vit_class_token(vit, images[i:i + batch]).numpy() for i in range(0, len(images), batch)]
+    return np.concatenate(parts) if parts else np.zeros((0, vit.embed_dim), dtype=np.float32)
 
 
 def dino_loss(student_out, teacher_out, center, student_temp: float = 0.1, teacher_temp: float = 0.04) -> Tensor:
