@@ -1,11 +1,16 @@
-"""Compile csrc/flash_attention.cu with nvcc, and read what ptxas says about registers and spills.
+"""Compile the kernel versions in csrc/ with nvcc, and read what ptxas says about registers and spills.
 
-    python csrc/build.py --check          # CI: compile for sm_80 and sm_90; fail on any warning or spill
-    python csrc/build.py --out DIR        # write DIR/flash_attention.fatbin (sm_80, sm_90 SASS + PTX)
+    python csrc/build.py --check          # CI: every version for sm_80 and sm_90; fail on any warning or spill
+    python csrc/build.py --out DIR        # write DIR/flash_attention{,_v2,_v3}.fatbin (sm_80, sm_90 SASS + PTX)
 
-setup.py calls build() when it installs the package, so the binary ships inside it
-(tinyvision/kernels/_bin/); without nvcc the install goes on and the loader compiles the source with
-NVRTC at run time instead. Standard library only: this runs before anything is installed.
+One fatbin per source file: flash_attention.cu (v1), flash_attention_v2.cu (v2), flash_attention_v3.cu
+(v3: its tensor-core forward; it includes v2's file for the shared helpers, not for its kernels, which
+stay in v2's fatbin). The nvcc runs go side by side. setup.py calls build() when it installs the
+package, so the binaries ship inside it (tinyvision/kernels/_bin/); without nvcc the install goes on
+and the loader compiles the sources with NVRTC at run time instead, with NVRTC_OPTIONS: the same
+language standard and include directory as the nvcc command (test_flash_cuda_c.py checks that they
+agree), while the architecture is then the GPU's own. Standard library only: this runs before anything
+is installed.
 
 Why spills fail the check: a register spill moves a kernel's per-thread tile (the accumulators of
 O~, dK, dV) into local memory, which lives in DRAM behind the caches; a kernel that spills is quietly
@@ -27,14 +32,23 @@ import subprocess
 import sys
 from pathlib import Path
 
-SOURCE = Path(__file__).resolve().parent / "flash_attention.cu"
+CSRC = Path(__file__).resolve().parent
+SOURCES = ("flash_attention.cu", "flash_attention_v2.cu", "flash_attention_v3.cu")
+INCLUDES = {"flash_attention_v3.cu": ("flash_attention_v2.cu",)}   # what each file #includes from csrc/
+SOURCE = CSRC / SOURCES[0]
 BINARY_NAME = "flash_attention.fatbin"
 ARCHS = ("80", "90")                     # A100 and H100 SASS, plus PTX of the newest for later GPUs
+STD = "-std=c++17"
+NVRTC_OPTIONS = (STD,)                   # + "--include-path=<the sources' folder>", added by the loader
+
+
+def fatbin_name(source: str) -> str:
+    return Path(source).stem + ".fatbin"
 
 
 def nvcc_command(nvcc: str, source: Path, output: Path, archs=ARCHS, check: bool = False) -> list[str]:
     """The nvcc command line: one fatbin with SASS for each arch and PTX for the last."""
-    cmd = [nvcc, "-O3", "-std=c++17", "--fatbin", "-o", str(output)]
+    cmd = [nvcc, "-O3", STD, "-I", str(Path(source).parent), "--fatbin", "-o", str(output)]
     for arch in archs:
         cmd += ["-gencode", f"arch=compute_{arch},code=sm_{arch}"]
     cmd += ["-gencode", f"arch=compute_{archs[-1]},code=compute_{archs[-1]}", "-Xptxas", "-v"]
@@ -81,44 +95,71 @@ def problems(records: list[dict], stderr: str, archs=ARCHS) -> list[str]:
 
 
 def source_digest(source: Path = SOURCE) -> str:
-    return hashlib.sha256(source.read_bytes()).hexdigest()
+    """sha256 of a source file and of the csrc/ files it includes: a fatbin is current when this matches."""
+    source = Path(source)
+    digest = hashlib.sha256(source.read_bytes())
+    for name in INCLUDES.get(source.name, ()):
+        digest.update((source.parent / name).read_bytes())
+    return digest.hexdigest()
 
 
-def compile_fatbin(out_dir: Path, check: bool = False, nvcc: str | None = None) -> dict:
-    """Run nvcc; returns a report (command, records, problems, returncode). Raises FileNotFoundError without nvcc."""
+def compile_fatbin(out_dir: Path, check: bool = False, nvcc: str | None = None, sources=SOURCES) -> dict:
+    """Run nvcc on every source, side by side; returns one report (commands, records, problems, returncode).
+    Raises FileNotFoundError without nvcc."""
     nvcc = nvcc or shutil.which("nvcc")
     if nvcc is None:
         raise FileNotFoundError("nvcc is not on PATH (install the CUDA toolkit to build csrc/)")
     out_dir.mkdir(parents=True, exist_ok=True)
-    output = out_dir / BINARY_NAME
-    cmd = nvcc_command(nvcc, SOURCE, output, check=check)
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    text = proc.stdout + proc.stderr
-    records = parse_ptxas(text)
-    found = problems(records, text) if check else []
-    if proc.returncode != 0:
-        found.insert(0, f"nvcc exited with {proc.returncode}")
-    return dict(command=cmd, returncode=proc.returncode, records=records, problems=found, output=str(output),
-                log=text)
+    runs = {}
+    for name in sources:
+        cmd = nvcc_command(nvcc, CSRC / name, out_dir / fatbin_name(name), check=check)
+        runs[name] = (cmd, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    report = dict(commands={}, returncode=0, returncodes={}, records=[], problems=[], outputs={}, log="")
+    for name, (cmd, proc) in runs.items():
+        out, err = proc.communicate()
+        text = out + err
+        records = [dict(r, file=name) for r in parse_ptxas(text)]
+        report["commands"][name] = cmd
+        report["returncodes"][name] = proc.returncode
+        report["returncode"] = report["returncode"] or proc.returncode
+        report["records"] += records
+        report["log"] += f"== {name}\n{text}"
+        if check:
+            report["problems"] += [f"{name}: {p}" for p in problems(records, text)]
+            foreign = sorted({r["name"] for r in records if name in INCLUDES and r["name"].startswith("v2_")})
+            report["problems"] += [f"{name}: carries {k} (define TV2_HELPERS_ONLY before the include)" for k in foreign]
+        if proc.returncode != 0:
+            report["problems"].insert(0, f"{name}: nvcc exited with {proc.returncode}")
+        else:
+            report["outputs"][name] = str(out_dir / fatbin_name(name))
+    report["command"] = report["commands"][sources[0]]
+    report["output"] = ", ".join(report["outputs"].values())
+    return report
 
 
 def build(out_dir: Path) -> dict:
-    """What setup.py runs: the fatbin and a copy of the source into out_dir, plus BUILD.json saying what
+    """What setup.py runs: the fatbins and copies of the sources into out_dir, plus BUILD.json saying what
     happened. Never raises: an install without nvcc (or with a failing nvcc) still succeeds, and the
     loader reads BUILD.json to explain why it compiles with NVRTC instead."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(SOURCE, out_dir / SOURCE.name)        # NVRTC needs the source at run time
-    info = dict(source_sha256=source_digest(), binary=None, reason=None)
+    for name in SOURCES:
+        shutil.copyfile(CSRC / name, out_dir / name)     # NVRTC needs the sources at run time
+    info = dict(sources={name: dict(sha256=source_digest(CSRC / name), binary=None) for name in SOURCES},
+                binary=None, reason=None)
     try:
         report = compile_fatbin(out_dir)
     except (FileNotFoundError, OSError) as err:
         info["reason"] = f"not built at install time: {err}"
     else:
-        if report["returncode"] == 0:
-            info["binary"] = BINARY_NAME
-            info["nvcc"] = report["command"][0]
-        else:
-            info["reason"] = f"nvcc failed at install time (exit {report['returncode']}): {report['log'][-500:]}"
+        for name, rc in report["returncodes"].items():
+            if rc == 0:
+                info["sources"][name]["binary"] = fatbin_name(name)
+            else:
+                info["sources"][name]["reason"] = f"nvcc failed at install time (exit {rc})"
+        info["binary"] = info["sources"][SOURCES[0]]["binary"]          # v1's, as BUILD.json always said
+        info["nvcc"] = report["command"][0]
+        if report["returncode"]:
+            info["reason"] = f"nvcc failed at install time for some sources: {report['log'][-500:]}"
     (out_dir / "BUILD.json").write_text(json.dumps(info, indent=1))
     return info
 

@@ -22,12 +22,21 @@ The idea
     4. A compiled kernel (Numba) fuses the loops of softmax, layer norm and GELU into one pass over
        memory with no temporaries; NumPy runs each elementwise step as a separate pass. The bench
        measures what that is worth here.
+    5. On a GPU the tile products run on tensor cores: mma.sync.aligned.m16n8k8 computes D = A B + C
+       (A 16 x 8, B 8 x 8) as one instruction of a 32-thread warp, each thread ("lane") holding a few
+       entries of each matrix in registers, at places the PTX ISA fixes (tinyvision/kernels/mma_layout.py).
+       A flash-attention kernel keeps P in those registers between S = Q K^T and O = P V by reading the
+       keys in a permuted order. TF32 operands keep 10 mantissa bits (error ~2^-11); splitting each
+       input in two TF32 numbers and doing three products (3xTF32) recovers nearly float32 accuracy.
+       No GPU runs in this section: it prints the documented layout and a NumPy model of the instruction.
 
 What to look at
     The printed trace of the online softmax; the equality checks (each prints its largest
     difference); lessons/out/10_memory.png
     (bytes of working memory against N, dense vs tiled, log-log); the timing table (medians, measured
-    side by side, with n/a where an implementation cannot run here, e.g. GPU kernels without a GPU).
+    side by side, with n/a where an implementation cannot run here, e.g. GPU kernels without a GPU);
+    the lane.register grids of A, B and C and lessons/out/10_mma_fragments.png (the same, coloured by
+    groupID); the TF32 and 3xTF32 errors against float64.
 
 Exercises
     1. In tinyvision/kernels/attention_tiled.py remove the guard for fully masked rows
@@ -37,6 +46,10 @@ Exercises
     3. From the memory plot: at which N does one head's dense score matrix pass 1 GiB in float32?
     4. Run `python -m tinyvision.bench` and explain the layer norm and GELU ratios from the number
        of passes over memory each implementation makes.
+    5. In the lane.register grids: which lanes must exchange values (e.g. with __shfl_sync) to turn the
+       C fragment of S into the A fragment of P WITHOUT permuting the keys? Why is the permutation free?
+    6. 3xTF32 already drops small x small. Drop small x big as well (2xTF32: big x big + big x small)
+       with mma_layout.split_tf32: which error between TF32's and 3xTF32's does it reach, and why?
 """
 # %% Imports and the command line
 from __future__ import annotations
@@ -49,6 +62,7 @@ import numpy as np
 import tinyvision as tv
 import tinyvision.ops as F
 from tinyvision import kernels
+from tinyvision.kernels import mma_layout
 from tinyvision.kernels.attention_tiled import attention_memory_bytes, flash_backward, flash_forward
 
 from _common import compare, one_blas_thread, parse_args, pyplot, save_figure
@@ -148,7 +162,82 @@ for (op, shape), v in results.items():
         print(f"  {op} {shape}: " + compare("numba", numba_ms, "numpy", numpy_ms, margin=0.1 * numpy_ms,
                                             higher_is_better=False, verb="is faster than", fmt=".2f", unit=" ms"))
 
+# %% 5. Tensor cores: which lane of a warp holds which entry (the PTX layout; no GPU runs here)
+print("\n== 5. tensor cores: the fragments of mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32")
+print("  One instruction of a 32-lane warp computes D = A B + C, A 16 x 8, B 8 x 8, C and D 16 x 8. Each lane holds")
+print("  4 entries of A, 2 of B, 4 of C/D in registers, where the PTX ISA says (this is that documented layout,")
+print("  modelled in NumPy by tinyvision/kernels/mma_layout.py; no tensor core ran). groupID g = lane >> 2,")
+print("  threadID_in_group t = lane % 4. Each cell: lane.register (12.3 = register 3 of lane 12).")
+
+
+def lane_grid(operand: str) -> list[str]:
+    """One text line per row of the operand, each entry written lane.register."""
+    return [" ".join(f"{lane:2d}.{reg}" for lane, reg in row) for row in mma_layout.owners(operand)]
+
+
+a_grid, b_grid, c_grid = lane_grid("a"), lane_grid("b"), lane_grid("c")
+width = len(a_grid[0])
+print("  A (m x k):    a0 = A[g][t],  a1 = A[g+8][t],  a2 = A[g][t+4],  a3 = A[g+8][t+4]")
+print("  C, D (m x n): c0 = C[g][2t], c1 = C[g][2t+1], c2 = C[g+8][2t], c3 = C[g+8][2t+1]")
+print(f"       {'A':<{width}}    C and D")
+for i, (a_row, c_row) in enumerate(zip(a_grid, c_grid)):
+    print(f"  m{i:2d}  {a_row}    {c_row}")
+print("  B (k x n):    b0 = B[t][g],  b1 = B[t+4][g]")
+for i, b_row in enumerate(b_grid):
+    print(f"  k{i:2d}  {b_row}")
+entries = {name: ", ".join(str(entry(5, r)) for r in range(mma_layout.REGISTERS[name.lower()]))
+           for name, entry in (("A", mma_layout.a_entry), ("B", mma_layout.b_entry), ("C", mma_layout.c_entry))}
+print("  Lane 5 (g 1, t 1) holds, as (row, col): " + "; ".join(f"{name} {e}" for name, e in entries.items()))
+
+GROUP_COLOURS = plt.get_cmap("tab20").colors[1::2][:8]                  # 8 light colours, one per groupID
+fig, axes = plt.subplots(1, 3, figsize=(11, 7.6))                         # tall: A and C have 16 rows
+for ax, operand, title in zip(axes, "abc", ("A (16 x 8): a0..a3", "B (8 x 8): b0, b1", "C and D (16 x 8): c0..c3")):
+    owner = mma_layout.owners(operand)
+    groups = owner[..., 0] >> 2
+    ax.imshow(groups, cmap=plt.matplotlib.colors.ListedColormap(GROUP_COLOURS), vmin=-0.5, vmax=7.5)
+    for (i, j), lane in np.ndenumerate(owner[..., 0]):
+        ax.text(j, i, f"{lane}.{owner[i, j, 1]}", ha="center", va="center", fontsize=7.5)
+    ax.set_xticks(range(owner.shape[1]))
+    ax.set_yticks(range(owner.shape[0]))
+    ax.tick_params(labelsize=7)
+    ax.set(title=title, xlabel="k" if operand == "a" else "n", ylabel="k" if operand == "b" else "m")
+    ax.set_anchor("N")                                                    # B (8 rows) at the top
+axes[1].text(0.5, -0.2, "P V with P kept in registers (section 5):\nA = {c0, c2, c1, c3} of S's accumulator,\n"
+             "so column k of A is key [0, 2, 4, 6, 1, 3, 5, 7][k];\nB row k is read from V's row of that key",
+             transform=axes[1].transAxes, ha="center", va="top", fontsize=9)
+fig.suptitle("mma.m16n8k8 TF32 fragments as the PTX ISA lays them out\ncell = lane.register, colour = groupID "
+             "(lane >> 2); no GPU measurement", fontsize=10)
+save_figure(fig, args.out, "10_mma_fragments.png")
+
+# The flash-attention trick: the accumulator of S (columns 2t, 2t+1) becomes the A operand of P V (columns
+# t, t+4) in the same lane, registers reordered {c0, c2, c1, c3}, if V's rows are read as keys 2t, 2t+1.
+p_regs = np.exp(rng.standard_normal((mma_layout.WARP, 4)))          # a P tile: 16 queries x 8 keys
+v_tile = rng.standard_normal((8, 8))                                 # 8 keys x 8 value columns
+key_of_row = [mma_layout.permuted_key(k) for k in range(8)]
+pv_regs = mma_layout.mma(mma_layout.p_as_a_operand(p_regs), mma_layout.fragment("b", v_tile[key_of_row]),
+                         np.zeros((mma_layout.WARP, 4)))
+p_reuse_diff = float(np.abs(mma_layout.assemble("c", pv_regs) - mma_layout.assemble("c", p_regs) @ v_tile).max())
+print(f"  P reused in registers as A = {{c0, c2, c1, c3}}, B row k = V row {key_of_row}: P V "
+      f"{equals(p_reuse_diff)} the plain product (float64, max difference {p_reuse_diff:.1e})")
+
+# TF32 against 3xTF32 on one small matmul, float32 inputs, errors against float64 of the same inputs
+mat_a, mat_b = (rng.standard_normal((64, 64)).astype(np.float32) for _ in range(2))
+exact_ab = mat_a.astype(np.float64) @ mat_b.astype(np.float64)
+errors = {name: float(np.linalg.norm(product.astype(np.float64) - exact_ab) / np.linalg.norm(exact_ab))
+          for name, product in (("TF32", mma_layout.tf32_matmul(mat_a, mat_b)),
+                                ("3xTF32", mma_layout.tf32_matmul(mat_a, mat_b, passes=3)),
+                                ("float32", mat_a @ mat_b))}
+print("  64 x 64 @ 64 x 64, standard normal, relative error against float64 (NumPy model of the rounding):")
+for name, err in errors.items():
+    print(f"    {name:8s} {err:.1e}")
+print("  " + compare("3xTF32", errors["3xTF32"], "TF32", errors["TF32"], higher_is_better=False,
+                     verb="is closer to float64 than", fmt=".1e")
+      + f" (x{errors['TF32'] / errors['3xTF32']:.0f}), for three tensor-core products instead of one")
+
 print("result: " + json.dumps({"lesson": "10_kernels", "quick": QUICK, "seed": args.seed,
               "tiled_equals_dense_max_diff": max(diffs.values()),
               "dense_MiB_at_16384": round(dense_mb[-1], 1), "tiled_MiB_at_16384": round(tiled_mb[-1], 3),
-              "numba_speedup_over_numpy": ratios}))
+              "numba_speedup_over_numpy": ratios, "mma_p_reuse_max_diff": p_reuse_diff,
+              "tf32_matmul_rel_error": float(f"{errors['TF32']:.2e}"),
+              "3xtf32_matmul_rel_error": float(f"{errors['3xTF32']:.2e}"),
+              "float32_matmul_rel_error": float(f"{errors['float32']:.2e}")}))

@@ -32,6 +32,7 @@ from tinyvision.kernels.attention_tiled import flash_backward, flash_forward
 ROOT = Path(__file__).resolve().parents[1]
 EMULATION = Path(__file__).resolve().parent / "cuda_emulation"
 SOURCE = ROOT / "csrc" / "flash_attention.cu"
+SOURCES = [ROOT / "csrc" / name for name in ("flash_attention.cu", "flash_attention_v2.cu", "flash_attention_v3.cu")]
 
 
 def _load_build_script():
@@ -93,39 +94,69 @@ def test_nvcc_command_has_sm80_sm90_sass_and_ptx_and_verbose_ptxas():
         assert part in cmd, part
 
 
+def test_every_version_is_built_and_the_nvrtc_options_are_the_nvcc_ones():
+    """CI's check compiles every source; the run-time NVRTC path uses the same language options and include
+    folder as nvcc (only the architecture differs: NVRTC compiles for the GPU it runs on)."""
+    from tinyvision.kernels import attention_cuda_c_layout as layout
+    assert set(build.SOURCES) == set(layout.SOURCES.values())
+    assert build.NVRTC_OPTIONS == layout.NVRTC_OPTIONS
+    for name in build.SOURCES:
+        cmd = build.nvcc_command("nvcc", ROOT / "csrc" / name, Path("x.fatbin"), check=True)
+        assert all(option in cmd for option in layout.NVRTC_OPTIONS)
+        assert cmd[cmd.index("-I") + 1] == str(ROOT / "csrc")         # v3 #includes v2 from there
+    # a fatbin is current only if the file AND what it includes are unchanged
+    assert build.source_digest(ROOT / "csrc" / "flash_attention_v3.cu") != hashlib.sha256(
+        (ROOT / "csrc" / "flash_attention_v3.cu").read_bytes()).hexdigest()
+
+
 # --- 2. the kernel source, run on the host emulation -------------------------------------------------
-def build_emulator(out_dir: Path, precision: str) -> Path:
-    """Compile tests/cuda_emulation/driver.cpp (with the kernel file) into out_dir; float32 or float64."""
+def build_emulators(out_dir: Path, precisions=("float32", "float64")) -> dict:
+    """Compile tests/cuda_emulation/driver.cpp (with every kernel file) into out_dir, once per precision
+    (float32 as on a GPU, float64 for the algorithm alone); the g++ runs go side by side."""
     compiler = shutil.which("g++")
     if compiler is None:
         pytest.skip("the host emulation of the CUDA kernel needs g++ (apt-get install g++)")
-    sources = [EMULATION / "emulate.h", EMULATION / "driver.cpp", SOURCE]
+    sources = [EMULATION / "emulate.h", EMULATION / "driver.cpp", *SOURCES]
     tag = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:12]
-    exe = Path(out_dir) / f"driver-{precision}-{tag}"
-    cmd = [compiler, "-std=c++20", "-O1", "-g", "-pthread", "-Wall", "-Wno-unknown-pragmas", "-fno-strict-aliasing",
-           "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-o", str(exe), str(EMULATION / "driver.cpp")]
-    if precision == "float64":
-        cmd.insert(1, "-DTV_EMULATE_DOUBLE")
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    assert proc.returncode == 0, f"g++ could not build the emulation:\n{proc.stderr[-3000:]}"
-    return exe
+    jobs = {}
+    for precision in precisions:
+        exe = Path(out_dir) / f"driver-{precision}-{tag}"
+        cmd = [compiler, "-std=c++20", "-O1", "-g", "-pthread", "-Wall", "-Wno-unknown-pragmas", "-fno-strict-aliasing",
+               "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-o", str(exe),
+               str(EMULATION / "driver.cpp")]
+        if precision == "float64":
+            cmd.insert(1, "-DTV_EMULATE_DOUBLE")
+        jobs[precision] = (exe, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for precision, (exe, proc) in jobs.items():
+        _, err = proc.communicate()
+        assert proc.returncode == 0, f"g++ could not build the {precision} emulation:\n{err[-3000:]}"
+    return {precision: exe for precision, (exe, _) in jobs.items()}
+
+
+def build_emulator(out_dir: Path, precision: str) -> Path:
+    return build_emulators(out_dir, (precision,))[precision]
 
 
 @pytest.fixture(scope="session")
-def emulator(tmp_path_factory):
-    """The g++-built driver running csrc/flash_attention.cu on emulated CUDA threads, in float32 as on a GPU."""
-    return build_emulator(tmp_path_factory.mktemp("cuda_emulation"), "float32")
+def emulators(tmp_path_factory):
+    return build_emulators(tmp_path_factory.mktemp("cuda_emulation"))
 
 
 @pytest.fixture(scope="session")
-def emulator64(tmp_path_factory):
-    """The same kernel source with every float made a double: the algorithm without float32 rounding."""
-    return build_emulator(tmp_path_factory.mktemp("cuda_emulation"), "float64")
+def emulator(emulators):
+    """The g++-built driver running the kernel sources on emulated CUDA threads, in float32 as on a GPU."""
+    return emulators["float32"]
 
 
-def run_emulated(exe, case, workdir, smem_override=None):
-    """o, lse, (dq, dk, dv) of the CUDA C kernels for one case, on the host emulation (float32, or float64
-    for the driver built with TV_EMULATE_DOUBLE)."""
+@pytest.fixture(scope="session")
+def emulator64(emulators):
+    """The same kernel sources with every float made a double: the algorithm without float32 rounding."""
+    return emulators["float64"]
+
+
+def run_emulated(exe, case, workdir, smem_override=None, version="v1"):
+    """o, lse, (dq, dk, dv) of one version of the CUDA C kernels for one case, on the host emulation (float32,
+    or float64 for the driver built with TV_EMULATE_DOUBLE)."""
     dtype = np.float64 if "-float64-" in Path(exe).name else np.float32
     # the kernel reads packed buffers through raw pointers: views are packed here, as cuda_c._device does
     q, k, v, do = (np.ascontiguousarray(case[n], dtype=dtype) for n in ("q", "k", "v", "do"))
@@ -141,8 +172,8 @@ def run_emulated(exe, case, workdir, smem_override=None):
         np.ascontiguousarray(keep.reshape((bh if mask_mode == 2 else 1, nq, nk)), dtype=np.uint8).tofile(workdir / "mask.bin")
     scale = dtype(1 / np.sqrt(d) if case["scale"] is None else case["scale"])
     widen = np.dtype(dtype).itemsize // 4          # the float64 build's shared memory holds doubles
-    smem = smem_override or {kind: widen * shared_memory_bytes(kind, d) for kind in ("forward", "dk_dv", "dq")}
-    args = [str(exe), str(workdir), str(d), str(bh), str(nq), str(nk), str(int(case["causal"])), str(mask_mode),
+    smem = smem_override or {kind: widen * shared_memory_bytes(kind, d, version) for kind in ("forward", "dk_dv", "dq")}
+    args = [str(exe), str(workdir), version, str(d), str(bh), str(nq), str(nk), str(int(case["causal"])), str(mask_mode),
             repr(float(scale)), str(smem["forward"]), str(smem["dk_dv"]), str(smem["dq"])]
     proc = subprocess.run(args, capture_output=True, text=True,
                           env=dict(os.environ, ASAN_OPTIONS="detect_leaks=0", UBSAN_OPTIONS="halt_on_error=1"))
@@ -223,47 +254,158 @@ def assert_equals_dense_float64(case, o, lse, grads):
         assert_close("L", lse, (m_safe + np.log(np.exp(s - m_safe).sum(axis=2, keepdims=True)))[..., 0])
 
 
-@pytest.mark.parametrize("name", list(EDGE_CASES))
-def test_emulated_kernel_in_float64_equals_dense_attention_on_edge_cases(emulator64, tmp_path, name):
+VERSIONS = ("v1", "v2", "v3-3xtf32", "v3-tf32")
+NEW_VERSIONS = VERSIONS[1:]
+# The later versions run a part of the edge cases (one emulated run is ~1 s of CI): the smallest shape, a
+# partial tile of 16-dim heads under causal, the top rows that see nothing, and a per-head mask.
+NEW_VERSION_EDGE_CASES = ("one query, one key, d=128", "N=200, d=16 (the lessons' heads), causal",
+                          "Nq=130 > Nk=70, causal (top rows see nothing)", "per-head mask with masked rows, BH=3")
+
+
+@pytest.mark.parametrize("version,name", [("v1", n) for n in EDGE_CASES] +
+                         [(v, n) for v in NEW_VERSIONS for n in NEW_VERSION_EDGE_CASES])
+def test_emulated_kernel_in_float64_equals_dense_attention_on_edge_cases(emulator64, tmp_path, version, name):
+    """Every version in the float64 build equals the dense float64 oracle to 1e-9: the indexing, the tiles,
+    the barriers and (v3) the tensor-core fragments. TF32 rounding is the identity in this build, so a
+    fragment in the wrong lane is an O(1) error here, never mistaken for rounding."""
     case = EDGE_CASES[name]
-    o, lse, grads = run_emulated(emulator64, case, tmp_path)
+    o, lse, grads = run_emulated(emulator64, case, tmp_path, version=version)
     assert_equals_dense_float64(case, o, lse, grads)
     if case["keep"] is not None:                               # rows with nothing to attend to: L = -inf
         assert np.isneginf(lse).any()
 
 
-@settings(max_examples=15)
-@given(attention_cases(max_bh=2, max_n=140, head_dims=(16, 32, 64, 128), same_head_dims=True))
-def test_emulated_kernel_in_float64_equals_dense_attention(emulator64, tmp_path_factory, case):
-    o, lse, grads = run_emulated(emulator64, case, tmp_path_factory.mktemp("case"))
-    assert_equals_dense_float64(case, o, lse, grads)
+@pytest.mark.parametrize("version,examples", [("v1", 8), ("v2", 5), ("v3-3xtf32", 5), ("v3-tf32", 5)])
+def test_emulated_kernel_in_float64_equals_dense_attention(emulator64, tmp_path_factory, version, examples):
+    @settings(max_examples=examples)
+    @given(attention_cases(max_bh=2, max_n=140, head_dims=(16, 32, 64, 128), same_head_dims=True))
+    def check(case):
+        o, lse, grads = run_emulated(emulator64, case, tmp_path_factory.mktemp("case"), version=version)
+        assert_equals_dense_float64(case, o, lse, grads)
+    check()
 
 
-@settings(max_examples=10)
-@given(attention_cases(max_bh=2, max_n=140, head_dims=(16, 32, 64, 128), same_head_dims=True))
-def test_emulated_kernel_in_float32_is_as_accurate_as_float32_attention(emulator, tmp_path_factory, case):
-    o, lse, grads = run_emulated(emulator, case, tmp_path_factory.mktemp("case"))
-    assert_float32_accurate(case, o, grads)
+def tf32_attention(case):
+    """The TF32 yardstick: dense attention in float64 from q, k rounded to TF32, with P and v rounded to TF32
+    before O = P V -- the roundings a TF32 tensor-core kernel makes, and nothing else."""
+    from tinyvision.kernels.mma_layout import to_tf32
+    c32 = as_dtype(case, np.float32)
+    r = lambda a: to_tf32(np.asarray(a, np.float32)).astype(np.float64)  # noqa: E731
+    s = masked_scores(dict(c32, q=r(c32["q"]), k=r(c32["k"])))
+    m = np.max(s, axis=2, keepdims=True, initial=-np.inf)
+    p = np.exp(s - np.where(np.isfinite(m), m, 0))
+    total = p.sum(axis=2, keepdims=True)
+    return r(np.where(total > 0, p / np.where(total > 0, total, 1), 0)) @ r(c32["v"])
 
 
-def test_emulated_backward_is_bit_reproducible(emulator, tmp_path):
-    """No atomics: two runs give the same bits (FA2's atomicAdd on dQ would not)."""
+def assert_tf32_accurate(case, o, lse, grads):
+    """v3-tf32: O within 2x the TF32 yardstick's error (+ 1e-6 of the largest value); the gradients (v2's
+    float32 backward, fed this forward's O and L) equal the float64 backward from that same O and L.
+
+    Over 16 random cases (d 16-128, scale 1/sqrt(d), 0.3, 2; Nq, Nk 1-140) the kernel's O error was 0.77x to
+    1.13x the yardstick's (median 0.94): 1e-4 to 1.6e-2 absolute, the larger with scale 2 and d = 128, where
+    the logits are large. The gradients then differ from the float64 backward of the same O and L by at
+    most 8.3e-6 of their largest value; the bound 1e-4 leaves a margin of 12. (Against the exact dense
+    gradients they differ by up to 1.3e-2: that is the TF32 forward, not the backward.)"""
+    want_o, _ = dense_attention(as_dtype(case, np.float32))
+    yard_err = np.abs(tf32_attention(case) - want_o).max(initial=0)
+    err = np.abs(np.asarray(o, np.float64) - want_o).max(initial=0)
+    bound = 2 * yard_err + 1e-6 * max(1.0, np.abs(want_o).max(initial=0))
+    assert err <= bound, f"O: max abs error {err:.3g} > bound {bound:.3g} (the TF32 yardstick errs by {yard_err:.3g})"
+    c64 = as_dtype(as_dtype(case, np.float32), np.float64)
+    ref = flash_backward(c64["q"], c64["k"], c64["v"], np.asarray(o, np.float64), np.asarray(lse, np.float64),
+                         c64["do"], c64["keep"], c64["causal"], c64["scale"], 64, 64)
+    for name, got, want in zip(("dQ", "dK", "dV"), grads, ref):
+        assert np.isfinite(got).all(), f"{name}: NaN or inf"
+        err = np.abs(np.asarray(got, np.float64) - want).max(initial=0)
+        assert err <= 1e-4 * max(1.0, np.abs(want).max(initial=0)), f"{name}: max abs error {err:.3g}"
+
+
+@pytest.mark.parametrize("version,examples", [("v1", 5), ("v2", 4), ("v3-3xtf32", 4), ("v3-tf32", 4)])
+def test_emulated_kernel_in_float32_is_as_accurate_as_its_precision(emulator, tmp_path_factory, version, examples):
+    """float32 builds: v1, v2 and v3-3xtf32 as accurate as float32 attention; v3-tf32 as accurate as TF32."""
+    @settings(max_examples=examples)
+    @given(attention_cases(max_bh=2, max_n=140, head_dims=(16, 32, 64, 128), same_head_dims=True))
+    def check(case):
+        o, lse, grads = run_emulated(emulator, case, tmp_path_factory.mktemp("case"), version=version)
+        if version == "v3-tf32":
+            assert_tf32_accurate(case, o, lse, grads)
+        else:
+            assert_float32_accurate(case, o, grads)
+    check()
+
+
+def test_plain_tf32_is_measurably_less_accurate_than_3xtf32(emulator, tmp_path):
+    """The two v3 kernels differ where they should: plain TF32 errs ~1e-3 on O, 3xTF32 like float32."""
+    case = make_case(2, 100, 120, 64, seed=4)
+    want_o, _ = dense_attention(as_dtype(case, np.float32))
+    errors = {v: np.abs(run_emulated(emulator, case, tmp_path / v, version=v)[0] - want_o).max()
+              for v in ("v3-tf32", "v3-3xtf32", "v2")}
+    assert 1e-4 < errors["v3-tf32"] < 1e-2, errors
+    assert errors["v3-3xtf32"] < errors["v3-tf32"] / 100 and errors["v3-3xtf32"] < 4 * errors["v2"] + 1e-7, errors
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_emulated_backward_is_bit_reproducible(emulator, tmp_path, version):
+    """No atomics: two runs give the same bits (FA2's atomicAdd on dQ would not). v3 runs v2's backward."""
     case = make_case(2, 150, 150, 64, causal=True)
-    first = run_emulated(emulator, case, tmp_path / "a")
-    second = run_emulated(emulator, case, tmp_path / "b")
+    first = run_emulated(emulator, case, tmp_path / "a", version=version)
+    second = run_emulated(emulator, case, tmp_path / "b", version=version)
     for a, b in zip((first[0], first[1]) + first[2], (second[0], second[1]) + second[2]):
         assert np.array_equal(a, b)
 
 
-@pytest.mark.parametrize("kind", ["forward", "dk_dv", "dq"])
-def test_emulation_catches_shared_memory_smaller_than_the_kernel_uses(emulator, tmp_path, kind):
+@pytest.mark.parametrize("version,kind", [("v1", "forward"), ("v1", "dk_dv"), ("v1", "dq"), ("v2", "forward"),
+                                          ("v2", "dk_dv"), ("v3-3xtf32", "forward")])
+def test_emulation_catches_shared_memory_smaller_than_the_kernel_uses(emulator, tmp_path, version, kind):
     """A shared-memory buffer 65 floats short of the loader's size stops (AddressSanitizer),
     so the emulated runs above really are confined to shared_memory_bytes."""
     case = make_case(1, 70, 70, 32)
-    smem = {k: shared_memory_bytes(k, 32) for k in ("forward", "dk_dv", "dq")}
+    smem = {k: shared_memory_bytes(k, 32, version) for k in ("forward", "dk_dv", "dq")}
     smem[kind] -= 4 * 65
     with pytest.raises(AssertionError, match="emulated kernel failed"):
-        run_emulated(emulator, case, tmp_path, smem_override=smem)
+        run_emulated(emulator, case, tmp_path, smem_override=smem, version=version)
+
+
+@pytest.mark.parametrize("version", ["v1", "v2", "v3-tf32"])
+def test_emulation_stops_a_float4_load_from_a_misaligned_address(emulator, tmp_path, monkeypatch, version):
+    """v2 and v3 read K with float4 loads, which need 16-byte aligned addresses (the loader copies a
+    misaligned array first). The emulation checks it: K shifted by one float stops them with
+    UndefinedBehaviorSanitizer's alignment error, while v1's scalar loads do not care."""
+    monkeypatch.setenv("TV_MISALIGN_K", "1")
+    case = make_case(1, 20, 30, 16)
+    if version == "v1":
+        o, _, _ = run_emulated(emulator, case, tmp_path, version=version)
+        np.testing.assert_allclose(o, dense_attention(as_dtype(case, np.float32))[0], atol=1e-5)
+    else:
+        with pytest.raises(AssertionError, match="misaligned address"):
+            run_emulated(emulator, case, tmp_path, version=version)
+
+
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+def test_emulated_mma_uses_the_ptx_fragment_layout_of_mma_layout_py(emulators, tmp_path, precision):
+    """The emulation's tv_mma_m16n8k8_tf32 and tinyvision/kernels/mma_layout.py (the PTX ISA's table, tested
+    on its own in tests/test_mma_layout.py) agree: registers laid out by the Python model, multiplied by the
+    emulated warp, assembled by the Python model, give A B + C (float32: from TF32 inputs)."""
+    from tinyvision.kernels import mma_layout
+    rng = np.random.default_rng(7)
+    dtype = np.float64 if precision == "float64" else np.float32
+    A, B, C = (rng.standard_normal(shape).astype(dtype) for shape in ((16, 8), (8, 8), (16, 8)))
+    if precision == "float32":                        # the kernel hands the mma TF32 values (cvt.rna.tf32.f32)
+        A32, B32 = mma_layout.to_tf32(A), mma_layout.to_tf32(B)
+    for name, matrix in (("a", A32 if precision == "float32" else A), ("b", B32 if precision == "float32" else B),
+                         ("c", C)):
+        np.ascontiguousarray(mma_layout.fragment(name, matrix), dtype=dtype).tofile(tmp_path / f"{name}.bin")
+    proc = subprocess.run([str(emulators[precision]), "mma", str(tmp_path)], capture_output=True, text=True,
+                          env=dict(os.environ, ASAN_OPTIONS="detect_leaks=0"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    D = mma_layout.assemble("c", np.fromfile(tmp_path / "d.bin", dtype).reshape(32, 4))
+    if precision == "float64":
+        np.testing.assert_allclose(D, A @ B + C, rtol=1e-13, atol=1e-13)
+    else:
+        want = A32.astype(np.float64) @ B32.astype(np.float64) + C            # exact products, float32 sums
+        np.testing.assert_allclose(D, want, rtol=1e-6, atol=1e-6)
+        assert np.abs(D - (A.astype(np.float64) @ B + C)).max() > 1e-5       # and the TF32 rounding is real
 
 
 # --- the loader, everywhere ---------------------------------------------------------------------------
@@ -272,6 +414,41 @@ def test_shared_memory_fits_h100_and_a100_and_needs_the_opt_in_above_48_kb():
     sizes = {(kind, d): shared_memory_bytes(kind, d) for kind in ("forward", "dk_dv", "dq") for d in (16, 32, 64, 128)}
     assert max(sizes.values()) == sizes[("dk_dv", 128)] == 149_248 <= a100 < h100
     assert sizes[("forward", 32)] == 41_984 < 48 * 1024 < sizes[("forward", 64)] == 66_560
+
+
+def test_every_version_fits_a100_shared_memory_and_names_its_kernels():
+    from tinyvision.kernels import attention_cuda_c_layout as layout
+    a100 = 163 * 1024
+    for version in layout.VERSIONS:
+        for d in (16, 32, 64, 128):
+            assert max(shared_memory_bytes(k, d, version) for k in ("forward", "dk_dv", "dq")) <= a100, (version, d)
+    assert shared_memory_bytes("forward", 64, "v2") == 4 * (3 * 64 * 68 + 64 * 68) == 69_632
+    assert shared_memory_bytes("forward", 64, "v3-tf32") == 4 * 3 * 64 * 68 == 52_224        # no P tile
+    assert layout.entry_points("v3-3xtf32", 32) == dict(forward="v3_forward_3xtf32_d32", dk_dv="v2_backward_dk_dv_d32",
+                                                        dq="v2_backward_dq_d32", rowsum="v2_backward_rowsum")
+    assert layout.forward_threads("v3-tf32") == 128 and layout.forward_threads("v2") == 256
+    sources = {name: (ROOT / "csrc" / name).read_text() for name in set(layout.SOURCES.values())}
+    def defined(name, text):                          # the kernels are stamped out by macros: name_d##D
+        return f" {name}(" in text or f" {name.replace('_d64', '_d##D')}(" in text
+    for version in layout.VERSIONS:                  # every name the loader launches exists in the source it loads
+        names = layout.entry_points(version, 64)
+        assert defined(names["forward"], sources[layout.SOURCES[version]]), names["forward"]
+        backward_source = sources[layout.SOURCES["v1" if version == "v1" else "v2"]]
+        assert all(defined(names[k], backward_source) for k in ("dk_dv", "dq", "rowsum")), names
+    with pytest.raises(ValueError, match="version must be one of"):
+        shared_memory_bytes("forward", 64, "v4")
+
+
+def test_the_switch_takes_the_fastest_measured_version_that_is_accurate_enough(monkeypatch):
+    from tinyvision.kernels import attention_cuda_c_layout as layout
+    monkeypatch.setattr(layout, "MEASURED_SPEEDUP", {})
+    assert layout.choose("float32") == "v3-3xtf32" and layout.choose("tf32") == "v3-tf32"   # nothing measured
+    monkeypatch.setattr(layout, "MEASURED_SPEEDUP", {"v1": 0.3, "v2": 0.9, "v3-3xtf32": 0.7, "v3-tf32": 2.1})
+    assert layout.choose("float32") == "v2" and layout.choose("tf32") == "v3-tf32"
+    monkeypatch.setattr(layout, "MEASURED_SPEEDUP", {"v1": 0.3, "v3-tf32": 2.1})
+    assert layout.choose("float32") == "v1"          # TF32 is never chosen for float32 accuracy
+    with pytest.raises(ValueError, match="precision must be one of"):
+        layout.choose("float16")
 
 
 def test_asking_for_the_cuda_c_kernel_without_a_gpu_says_why():

@@ -2,6 +2,9 @@
 
 - a ViT trained a few steps on cupy follows the loss curve of the same ViT trained on the CPU;
 - the numba.cuda kernels on a real GPU at realistic sizes (the simulator tests use tiny ones);
+- every CUDA C attention version (attention_cuda_c.VERSIONS) where the host emulation cannot go: N =
+  16,384 against dense float64 rows, a backward over many tiles, the same bits on every run and from
+  both builds (nvcc's fatbin and NVRTC), and more heads than the grid holds refused;
 - every lesson's --quick mode runs with --device cuda and ends with its result line.
 """
 import json
@@ -16,6 +19,9 @@ import tinyvision as tv
 import tinyvision.ops as F
 from tinyvision import kernels
 from tinyvision.backend import cuda_unavailable_reason
+from tinyvision.bench.gpu import dense_float64, dense_rows_float64
+from tinyvision.kernels.attention_cuda_c_layout import VERSIONS, precision_of
+from tinyvision.kernels.attention_tiled import flash_backward, flash_forward
 from tinyvision.models import ViT
 from tinyvision.optim import AdamW
 from attention_cases import as_dtype, assert_close, dense_attention
@@ -73,6 +79,136 @@ def test_numba_cuda_attention_on_a_real_gpu_equals_dense_float64(n):
     assert_close("O", o, want_o, np.float32)
     for name, got, want in zip(("dQ", "dK", "dV"), grads, want_grads):
         assert_close(name, got, want, np.float32)
+
+
+# --- the CUDA C attention kernels, every version -------------------------------------------------------
+_NO_CUDA_C = kernels.why_unavailable("cuda_c")
+cuda_c_kernel = pytest.mark.skipif(_NO_CUDA_C is not None, reason=f"CUDA C kernel unavailable here: {_NO_CUDA_C}")
+# max abs error / max(1, max |reference|) of O at large N, by the version's precision (precision_of).
+# float32: O_i sums Nk terms P_ij v_j; a sequential float32 sum of 16,384 terms errs by ~sqrt(N) x 6e-8
+# = 8e-6 typically and by N x 6e-8 = 1e-3 at worst, so 2e-4 sits well above what rounding does and far
+# below an indexing bug (order 1). tf32 keeps 10 mantissa bits: each product is off by up to 2^-11 =
+# 5e-4 relative, a logit by a few of those, O by ~1e-3.
+O_TOL = {"float32": 2e-4, "tf32": 5e-3}
+
+
+def _cuda_c():
+    from tinyvision.kernels import attention_cuda_c as cuda_c
+    return cuda_c
+
+
+def _random(shapes, seed):
+    """float32 standard normal arrays on the GPU, one per shape."""
+    import cupy as cp
+    rng = cp.random.default_rng(seed)
+    return [rng.standard_normal(shape, dtype=cp.float32) for shape in shapes]
+
+
+@gpu
+@cuda_c_kernel
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("version", VERSIONS)
+def test_cuda_c_at_n_16384_equals_dense_float64_on_sampled_rows(version, causal):
+    import cupy as cp
+    bh, n, d = 2, 16_384, 64
+    q, k, v = _random([(bh, n, d)] * 3, seed=7)
+    o, _ = _cuda_c().forward(q, k, v, causal=causal, version=version)
+    # 62 random query rows and both ends (causal: row 0 sees one key, the last row all 16,384)
+    picked = np.concatenate([[0, n - 1], np.random.default_rng(7).choice(np.arange(1, n - 1), 62, replace=False)])
+    heads, rows = cp.arange(bh), cp.asarray(np.sort(picked))
+    want = dense_rows_float64(q, k, v, heads, rows, causal=causal)                  # (BH, 64, d) float64
+    got = o[heads[:, None], rows[None, :]].astype(cp.float64)
+    assert bool(cp.isfinite(got).all()), f"{version}: NaN or inf in O at N {n}"
+    err = float(cp.abs(got - want).max())
+    bound = O_TOL[precision_of(version)] * max(1.0, float(cp.abs(want).max()))
+    assert err <= bound, (f"{version}, causal={causal}: O at N {n} errs by {err:.3g} on {bh * rows.size} sampled "
+                          f"rows > {bound:.3g}")
+
+
+@gpu
+@cuda_c_kernel
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("version", VERSIONS)
+def test_cuda_c_backward_over_many_tiles_is_as_accurate_as_float32_attention(version, causal):
+    """N = 1030: 17 tiles of 64 rows (the last one 6), so dK and dV sum over 17 query tiles and dQ over
+    17 key tiles. The float32 versions are held to the rule of tests/test_flash_cuda_c.py
+    (assert_float32_accurate): the oracle is dense float64 attention of the same float32 inputs, the
+    yardstick attention_tiled.py in float32 with tiles of 64, and the kernel may err by 16x the
+    yardstick's error plus 1e-6 of the largest value (the reasons are written there). v3-tf32 rounds
+    its forward's inputs to TF32, so only its O is checked, to 5e-3 x max(1, max |O|) (O_TOL)."""
+    import cupy as cp
+    cuda_c = _cuda_c()
+    bh, n, d = 2, 1030, 64
+    rng = np.random.default_rng(11)
+    q, k, v, do = (rng.standard_normal((bh, n, d)).astype(np.float32) for _ in range(4))
+    qd, kd, vd, dod = (cp.asarray(a) for a in (q, k, v, do))
+    o, lse = cuda_c.forward(qd, kd, vd, causal=causal, version=version)
+    grads = cuda_c.backward(qd, kd, vd, o, lse, dod, causal=causal, version=version)
+    want_o, want_grads = dense_float64(q, k, v, do, causal=causal)
+    got = {"O": o.get(), **{name: g.get() for name, g in zip(("dQ", "dK", "dV"), grads)}}
+    want = {"O": want_o, **dict(zip(("dQ", "dK", "dV"), want_grads))}
+    if precision_of(version) == "tf32":
+        err = np.abs(got["O"] - want["O"]).max()
+        bound = O_TOL["tf32"] * max(1.0, np.abs(want["O"]).max())
+        assert err <= bound, f"{version}, causal={causal}: O errs by {err:.3g} > {bound:.3g}"
+        return
+    ref_o, ref_lse = flash_forward(q, k, v, None, causal, None, block_q=64, block_k=64)      # the yardstick
+    ref_grads = flash_backward(q, k, v, ref_o, ref_lse, do, None, causal, None, block_q=64, block_k=64)
+    ref = {"O": ref_o, **dict(zip(("dQ", "dK", "dV"), ref_grads))}
+    for name in ("O", "dQ", "dK", "dV"):
+        assert np.isfinite(got[name]).all(), f"{version}: NaN or inf in {name}"
+        err, ref_err = np.abs(got[name] - want[name]).max(), np.abs(ref[name] - want[name]).max()
+        bound = 16 * ref_err + 1e-6 * max(1.0, np.abs(want[name]).max())
+        assert err <= bound, (f"{version}, causal={causal}: {name} errs by {err:.3g} > bound {bound:.3g} "
+                              f"(attention_tiled in float32 errs by {ref_err:.3g})")
+
+
+def _causal_run(version, build=None):
+    """O, L, dQ, dK, dV (NumPy) of one causal case (BH 3, N 700, d 64), fresh arrays each call."""
+    cuda_c = _cuda_c()
+    q, k, v, do = _random([(3, 700, 64)] * 4, seed=5)
+    o, lse = cuda_c.forward(q, k, v, causal=True, version=version, build=build)
+    grads = cuda_c.backward(q, k, v, o, lse, do, causal=True, version=version, build=build)
+    return [a.get() for a in (o, lse, *grads)]
+
+
+@gpu
+@cuda_c_kernel
+@pytest.mark.parametrize("version", VERSIONS)
+def test_cuda_c_forward_and_backward_are_bit_reproducible(version):
+    # the backward is meant to be deterministic (dK, dV and dQ each summed by one block in a fixed
+    # order, no atomics), so two runs give the same bits and a training run can be repeated exactly
+    first, second = _causal_run(version), _causal_run(version)
+    for name, a, b in zip(("O", "L", "dQ", "dK", "dV"), first, second):
+        assert np.array_equal(a, b), f"{version}: {name} differs between two runs by up to {np.abs(a - b).max():.3g}"
+
+
+@gpu
+@cuda_c_kernel
+@pytest.mark.parametrize("version", VERSIONS)
+def test_cuda_c_fatbin_and_nvrtc_builds_agree_bit_for_bit(version):
+    origin = _cuda_c().kernel_origin(version=version)
+    if not origin["kind"].startswith("fatbin"):
+        pytest.skip(f"no current fatbin for {version} here ({origin.get('why_not_binary')}): nothing to compare")
+    fatbin, nvrtc = _causal_run(version, build="fatbin"), _causal_run(version, build="nvrtc")
+    # one source, two compilers: a difference means they contracted a * b + c into an FMA (or ordered a
+    # sum) differently, so a result would depend on how the kernel was installed
+    for name, a, b in zip(("O", "L", "dQ", "dK", "dV"), fatbin, nvrtc):
+        assert np.array_equal(a, b), (f"{version}: {name} from the nvcc fatbin and from NVRTC differ by up to "
+                                      f"{np.abs(a - b).max():.3g}")
+
+
+@gpu
+@cuda_c_kernel
+@pytest.mark.parametrize("version", VERSIONS)
+def test_cuda_c_refuses_more_heads_than_the_grids_y_axis_holds(version):
+    import cupy as cp
+    cuda_c = _cuda_c()
+    q = cp.zeros((65_536, 1, 16), cp.float32)              # BH = 65,536 > 65,535 block rows; 4 MB in all
+    with pytest.raises(ValueError, match="forward.*grid's y limit"):
+        cuda_c.forward(q, q, q, version=version)
+    with pytest.raises(ValueError, match="backward.*grid's y limit"):
+        cuda_c.backward(q, q, q, q, cp.zeros((65_536, 1), cp.float32), q, version=version)
 
 
 @gpu

@@ -1,6 +1,6 @@
 """How far the float32 CUDA C kernel is from the float32 references, over random cases (host emulation).
 
-    python tests/cuda_emulation/accuracy.py [--cases 120] [--seed 123]
+    python tests/cuda_emulation/accuracy.py [--cases 120] [--seed 123] [--version v1]
 
 For each case (BH 1-2, Nq and Nk 1-140, d 16/32/64/128, scale 1/sqrt(d), 0.3 or 2, causal or not) it
 runs the kernel source on the float32 host emulation and compares O, dQ, dK, dV with the dense float64
@@ -29,6 +29,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=120)
     parser.add_argument("--seed", type=int, default=123)
+    parser.add_argument("--version", default="v1", choices=("v1", "v2", "v3-3xtf32", "v3-tf32"))
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tinyvision-accuracy-"))
     exe = build_emulator(work, "float32")
@@ -38,7 +39,7 @@ def main():
         d, scale = int(rng.choice([16, 32, 64, 128])), [None, 0.3, 2.0][i % 3]
         nq, nk, causal = int(rng.integers(1, 141)), int(rng.integers(1, 141)), bool(rng.integers(2))
         case = as_dtype(make_case(int(rng.integers(1, 3)), nq, nk, d, causal=causal, seed=i, scale=scale), np.float32)
-        o, _, grads = run_emulated(exe, case, work / "case")
+        o, _, grads = run_emulated(exe, case, work / "case", version=args.version)
         want_o, want_grads = dense_attention(case)
         ref_o, ref_lse = flash_forward(case["q"], case["k"], case["v"], None, causal, scale, 64, 64)
         ref_grads = flash_backward(case["q"], case["k"], case["v"], ref_o, ref_lse, case["do"], None, causal, scale, 64, 64)

@@ -5,8 +5,9 @@ and a learner's own script, on this machine, in one run; --gpu adds the GPU rows
     steps.py           the ViT-tiny training step and a learner's small script, each configuration in a
                        fresh process (step_script.py, python -m tinyvision.bench.step_script)
     torch_vit.py       the same ViT in PyTorch
-    gpu.py             --gpu: the CUDA C attention kernel vs CuPy vs numba.cuda vs PyTorch SDPA, N = 65,536,
-                       and the ViT step on CuPy vs NumPy
+    gpu.py             --gpu: the CUDA C attention kernels (v1, v2, v3-3xtf32, v3-tf32) vs CuPy vs numba.cuda vs
+                       PyTorch SDPA, each checked against float64 at every size; N = 65,536; the ViT step on
+                       CuPy vs NumPy
 Nothing in tinyvision imports this package: it is a tool, kept out of the engine's import path.
 
 Protocol (machines here are shared and noisy, so only ratios measured together mean anything):

@@ -1,27 +1,61 @@
 """The GPU rows of the bench (python -m tinyvision.bench --gpu): attention kernels and a ViT step on CuPy.
 
-Attention, float32, d = 64, forward and forward + backward, side by side in one run:
-    cuda_c       the hand-written kernel, csrc/flash_attention.cu
-    cupy naive   the dense op on cupy arrays: matmul (cuBLAS), softmax, matmul; N x N in memory
-    numba_cuda   the numba.cuda kernels (tinyvision/kernels/attention_numba_cuda.py)
-    torch SDPA   torch.nn.functional.scaled_dot_product_attention, memory-efficient backend, float32
-                 (PyTorch has no float32 flash kernel; per its CUTLASS source this one runs on tensor
-                 cores in 3xTF32 mode, so a CUDA-core kernel competes with tensor cores here)
-TFLOP/s counts 4 B H N^2 d for the forward (two N x N x d matmuls, 2 FLOPs per multiply-add) and
-3.5x that for forward + backward (two forward matmuls plus five backward ones, as flash-attn's
-benchmark script counts it; the deterministic backward here does seven, so its real work is higher).
-The float32 CUDA-core peak is SMs x FP32 lanes per SM x 2 x boost clock, read from the device; lanes
-per SM from NVIDIA's architecture whitepapers (V100 and A100: 64; GA10x, AD10x and H100: 128).
-H100 SXM: 132 x 128 x 2 x 1.98 GHz = 66.9 TFLOP/s.
+What is measured. Attention, float32, d = 64, not causal, forward and forward + backward, every
+implementation on the same arrays (BH = batch x heads, N tokens):
+    v1           csrc/flash_attention.cu: the CUDA C kernel on CUDA cores, one thread block per 64 query rows
+    v2           csrc/flash_attention_v2.cu: v1 with float4 shared-memory loads, __syncwarp in place of
+                 block barriers where a warp owns its rows, the next K / V tile prefetched
+    v3-3xtf32    csrc/flash_attention_v3.cu: the forward on TF32 tensor cores (mma.sync), each float32
+                 split into a TF32 high part and a TF32 remainder, three products (float32 accuracy);
+                 the backward is v2's
+    v3-tf32      the same with plain TF32 (10-bit mantissa, errors ~1e-3); backward v2's
+    cupy naive   the dense op through tinyvision (kernels "reference"): matmul (cuBLAS), softmax,
+                 matmul, with the N x N matrices in memory
+    numba_cuda   the numba.cuda kernels (tinyvision/kernels/attention_numba_cuda.py), where they load
+    torch SDPA   torch.nn.functional.scaled_dot_product_attention, memory-efficient backend, float32, on
+                 zero-copy views of the same CuPy memory. PyTorch has no float32 flash kernel; per its
+                 CUTLASS source this one runs on tensor cores in 3xTF32 mode.
+The CUDA C versions are called directly (attention_cuda_c.forward / backward with version=...) on
+cupy arrays, so no autograd bookkeeping is timed with them.
 
-Timing: CUDA events around each call, the implementations interleaved, median of the repeats, after
-a warm-up call that also compiles (NVRTC, Numba) and is reported separately. Every implementation is
-checked against cupy naive on the first size before it is timed.
+Checked before timed, at every size. Each implementation's O, dQ, dK and dV are compared with dense
+attention computed in float64 on the GPU from the same float32 inputs (dense_float64 below, a few heads
+at a time so that the float64 N x N matrices fit). The largest absolute error must be at most
+tol x max(1, max |reference|): tol = 2e-4 for the float32 implementations, 5e-3 for v3-tf32 (and for
+cupy naive if CUPY_TF32=1 lets cuBLAS round to TF32; off by default). Why these:
+float32 attention of these inputs errs by ~1e-6 (sums of up to 16,384 terms, each rounded at 6e-8);
+2e-4 leaves room for long sequential sums, while a wrong index or a missing barrier errs by order 1 or
+NaN. TF32 keeps 10 mantissa bits, so every product in S = tau Q K^T and in P V is off by up to 2^-11
+(5e-4) relative, ~1e-3 on O. A larger error raises AssertionError: a wrong kernel is never timed.
+Where the float64 reference does not fit in memory, the check is skipped with the reason printed.
+
+How it is timed.
+- warm-up: about a second of back-to-back matmuls before anything else, so the GPU's clocks are up;
+- the kernels are loaded first and the load (shipped fatbin) or compile (NVRTC) time is printed on
+  its own, with which of the two ran; compilation never falls inside a timing;
+- one sample is a pair of CUDA events around `inner` back-to-back calls, with `inner` chosen from one
+  measured call so that a sample lasts >= 5 ms: at N = 197 one call takes microseconds, and event and
+  synchronisation overheads would otherwise be what is measured. The launches queue ahead of the GPU;
+  where Python's dispatch is slower than the kernel, the time shown is the dispatch, as a user sees it;
+- the median of `repeats` samples, the implementations interleaved so that a slow moment hits all.
+TFLOP/s counts 4 BH N^2 d for the forward (two N x N x d matmuls, 2 FLOPs per multiply-add) and 3.5x
+that for forward + backward (two forward matmuls plus five backward ones, as flash-attn's benchmark
+script counts it; v1's deterministic backward does seven, so its real work is higher). "% peak"
+is of the float32 CUDA-core peak, SMs x FP32 lanes per SM x 2 x boost clock, read from the device, lanes
+per SM from NVIDIA's architecture whitepapers (V100 and A100: 64; GA10x, AD10x and H100: 128): H100 SXM
+132 x 128 x 2 x 1.98 GHz = 66.9 TFLOP/s. Tensor-core columns (v3, torch SDPA) may pass 100%.
+"/ torch" is the TIME ratio to torch SDPA at that size: below 1 is faster.
+
+Long sequences: N = 65,536 (BH 8, d 64) runs through each CUDA C version's forward, and 64 random
+query rows of two heads are checked against dense float64 attention of those rows only (memory rows x
+N, not N x N); cupy naive is tried and shown as out of memory where its N x N matrix does not fit.
 ViT step: the bench's ViT-tiny on cupy against the same step on the host CPU with tinyvision's
 defaults there (NumPy + the Numba kernels, kernels "auto"), same batch.
 """
 from __future__ import annotations
 
+import math
+import os
 import time
 
 import numpy as np
@@ -29,10 +63,20 @@ import numpy as np
 import tinyvision as tv
 import tinyvision.ops as F
 from tinyvision import kernels
+from tinyvision.backend import xp_of
+from tinyvision.kernels.attention_cuda_c_layout import VERSIONS, precision_of
 
 from .step_script import MODELS
 
+__all__ = ["bench_attention", "bench_long_sequence", "bench_vit_step_gpu", "dense_float64", "dense_rows_float64",
+           "main"]
+
 FP32_LANES_PER_SM = {(7, 0): 64, (8, 0): 64, (8, 6): 128, (8, 7): 128, (8, 9): 128, (9, 0): 128}  # by compute capability
+SIZES = {"quick": [(64, 197), (16, 1024)],
+         "full": [(384, 197), (64, 1024), (16, 4096), (4, 8192), (8, 16384)]}     # (BH, N), d = 64
+FLOAT32_TOL = 2e-4               # max abs error / max(1, max |reference|), float32 implementations
+TF32_TOL = 5e-3                  # ... those that round their inputs to TF32
+BATCH_MS = 5.0                   # one timed sample lasts at least this long
 
 
 def device_summary():
@@ -48,128 +92,347 @@ def device_summary():
     return name, peak, sms
 
 
-def gpu_timer(fns: dict, repeats: int) -> dict:
-    """Median milliseconds of each callable (CUDA events, interleaved), after one warm-up call each."""
+# --- the oracle: dense attention in float64, on the arrays' own device -------------------------------
+def _causal_visible(xp, rows, nq, nk):
+    """(len(rows), Nk) bool: query i sees key j iff j <= i + (Nk - Nq) (bottom-right aligned, as flash-attn)."""
+    return xp.arange(nk)[None, :] <= rows[:, None] + (nk - nq)
+
+
+def _softmax_rows(s, visible):
+    """softmax over the last axis, -inf where not visible (every row must see at least one key)."""
+    xp = xp_of(s)
+    if visible is not None:
+        s = xp.where(visible, s, -xp.inf)
+    p = xp.exp(s - s.max(axis=-1, keepdims=True))
+    return p / p.sum(axis=-1, keepdims=True)
+
+
+def dense_float64(q, k, v, do, causal=False, scale=None, max_bytes=2 ** 31):
+    """O and (dQ, dK, dV) of dense attention in float64, from q, k, v, dO (BH, N, d) of any float dtype,
+    on their device (NumPy or CuPy), a group of heads at a time so that one float64 (heads, Nq, Nk)
+    matrix stays under max_bytes (three such live at once):
+
+        S = tau Q K^T (-inf where causal hides a key),  P = softmax_rows(S),  O = P V
+        dV = P^T dO,  dP = dO V^T,  dS = P o (dP - D),  dQ = tau dS K,  dK = tau dS^T Q
+    with D_i = sum_j P_ij dP_ij = dO_i . O_i (the softmax backward, row by row).
+    """
+    xp = xp_of(q)
+    bh, nq, d = q.shape
+    nk = k.shape[1]
+    tau = 1 / math.sqrt(d) if scale is None else scale
+    visible = _causal_visible(xp, xp.arange(nq), nq, nk) if causal else None
+    o, dq, dk, dv = (xp.empty(a.shape, xp.float64) for a in (do, q, k, v))
+    group = max(1, max_bytes // (nq * nk * 8))
+    for h0 in range(0, bh, group):
+        h = slice(h0, h0 + group)
+        qh, kh, vh, doh = (xp.asarray(a[h], dtype=xp.float64) for a in (q, k, v, do))
+        p = _softmax_rows(tau * (qh @ kh.swapaxes(1, 2)), visible)
+        o[h] = p @ vh
+        dv[h] = p.swapaxes(1, 2) @ doh
+        ds = doh @ vh.swapaxes(1, 2)                              # dP
+        ds -= (doh * o[h]).sum(axis=-1, keepdims=True)            # dP - D
+        ds *= p                                                   # dS, in place: one N x N buffer fewer
+        del p
+        dq[h] = tau * (ds @ kh)
+        dk[h] = tau * (ds.swapaxes(1, 2) @ qh)
+        del ds
+    return o, (dq, dk, dv)
+
+
+def dense_rows_float64(q, k, v, heads, rows, causal=False, scale=None):
+    """O of dense attention in float64 at query `rows` of `heads` only: (len(heads), len(rows), d).
+
+    Memory rows x Nk per head instead of Nq x Nk: the check for sequences whose N x N does not fit."""
+    xp = xp_of(q)
+    heads, rows = xp.asarray(heads), xp.asarray(rows)
+    nq, d = q.shape[1:]
+    nk = k.shape[1]
+    tau = 1 / math.sqrt(d) if scale is None else scale
+    qr = xp.asarray(q[heads[:, None], rows[None, :]], dtype=xp.float64)          # (H, R, d)
+    kh, vh = (xp.asarray(a[heads], dtype=xp.float64) for a in (k, v))            # (H, Nk, d)
+    visible = _causal_visible(xp, rows, nq, nk) if causal else None
+    return _softmax_rows(tau * (qr @ kh.swapaxes(1, 2)), visible) @ vh
+
+
+def tolerance(label: str) -> float:
+    """TF32_TOL for a TF32 version (v3-tf32) and for cupy naive when CUPY_TF32=1 lets cuBLAS use TF32;
+    else FLOAT32_TOL."""
+    if label in VERSIONS:
+        return TF32_TOL if precision_of(label) == "tf32" else FLOAT32_TOL
+    return TF32_TOL if label == "cupy naive" and os.environ.get("CUPY_TF32") == "1" else FLOAT32_TOL
+
+
+def check_error(label, name, got, want, where) -> tuple[float, float]:
+    """(max abs error, bound) of got against the float64 reference; AssertionError when it is past the bound."""
+    xp = xp_of(want)
+    err = float(xp.abs(xp.asarray(got, dtype=xp.float64) - want).max())
+    bound = tolerance(label) * max(1.0, float(xp.abs(want).max()))
+    if not err <= bound:                                         # also catches NaN
+        raise AssertionError(f"{label} at {where}: {name} differs from dense float64 attention by {err:.3g} "
+                             f"(bound {bound:.3g}): not timing a wrong kernel")
+    return err, bound
+
+
+# --- the implementations ---------------------------------------------------------------------------
+def load_cuda_c_versions() -> tuple[list, dict]:
+    """(the CUDA C versions that load here, version -> reason for those that do not), printing for each
+    which binary it runs (the fatbin nvcc built at install, or an NVRTC compilation now) and how long the
+    load took: outside every timing below."""
+    from tinyvision.kernels import attention_cuda_c as cuda_c
+    print("  kernels (loaded before anything is timed):")
+    ok, missing = [], {}
+    for version in cuda_c.VERSIONS:
+        try:
+            origin = cuda_c.kernel_origin(version)
+        except RuntimeError as err:
+            missing[version] = str(err)
+            print(f"    {version:10s} n/a ({err})")
+            continue
+        ok.append(version)
+        why = f"; not the fatbin because {origin['why_not_binary']}" if origin.get("why_not_binary") else ""
+        print(f"    {version:10s} {origin['kind']}, {origin['load_s']:.2f} s ({origin['path']}{why})")
+    return ok, missing
+
+
+def _cuda_c_calls(version, q, k, v, do):
+    """(forward, forward + backward) of one CUDA C version, called directly on the cupy arrays."""
+    from tinyvision.kernels import attention_cuda_c as cuda_c
+
+    def forward():
+        return cuda_c.forward(q, k, v, version=version)[0]
+
+    def forward_backward():
+        o, lse = cuda_c.forward(q, k, v, version=version)
+        return (o, *cuda_c.backward(q, k, v, o, lse, do, version=version))
+    return forward, forward_backward
+
+
+def _op_calls(impl, q, k, v, do):
+    """(forward, forward + backward) of tinyvision's attention op under kernels.use(impl)."""
+    def run(backward):
+        with kernels.use(impl):
+            ts = [tv.Tensor(a, requires_grad=backward) for a in (q, k, v)]
+            out = F.scaled_dot_product_attention(*ts)
+            if not backward:
+                return out.data
+            out.backward(do)
+        return (out.data, *(t.grad for t in ts))
+    return (lambda: run(False)), (lambda: run(True))
+
+
+def _torch_calls(q, k, v, do):
+    """(forward, forward + backward) of torch SDPA (memory-efficient backend) on zero-copy views."""
     import cupy as cp
-    compile_s = {}
-    for name, fn in fns.items():
-        t0 = time.perf_counter()
-        fn()
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    # zero-copy views of the same CuPy memory (__cuda_array_interface__), as (1, BH, N, d); the forward
+    # column gets leaves without gradients, so torch does not keep what a backward would need
+    plain = [torch.as_tensor(a, device="cuda").unsqueeze(0) for a in (q, k, v)]
+    leaves = [t.detach().requires_grad_(True) for t in plain]
+    tdo = torch.as_tensor(do, device="cuda").unsqueeze(0)
+
+    def forward():
+        with sdpa_kernel(SDPBackend.EFFICIENT_ATTENTION):
+            return torch.nn.functional.scaled_dot_product_attention(*plain)[0]
+
+    def forward_backward():
+        for t in leaves:
+            t.grad = None                      # as the other columns: fresh gradients each call
+        with sdpa_kernel(SDPBackend.EFFICIENT_ATTENTION):
+            out = torch.nn.functional.scaled_dot_product_attention(*leaves)
+        out.backward(tdo)
+        return (cp.asarray(out.detach()[0]), *(cp.asarray(t.grad[0]) for t in leaves))
+    return forward, forward_backward
+
+
+def attention_implementations(versions, q, k, v, do) -> tuple[dict, dict]:
+    """(label -> (forward, forward + backward), label -> why it cannot run here) for the arrays q, k, v, dO."""
+    calls = {version: _cuda_c_calls(version, q, k, v, do) for version in versions}
+    calls["cupy naive"] = _op_calls("reference", q, k, v, do)
+    missing = {}
+    with kernels.use("numba_cuda"):
+        if kernels.implementation("attention", "cuda", (q, k, v)) == "numba_cuda":
+            calls["numba_cuda"] = _op_calls("numba_cuda", q, k, v, do)
+        else:
+            missing["numba_cuda"] = kernels.why_unavailable("numba_cuda") or "does not take these arrays"
+    try:
+        calls["torch SDPA"] = _torch_calls(q, k, v, do)
+    except ImportError as err:
+        missing["torch SDPA"] = f"torch not importable ({err})"
+    except (RuntimeError, AssertionError) as err:       # torch built without CUDA asserts
+        missing["torch SDPA"] = f"torch cannot use this GPU ({type(err).__name__}: {err})"
+    return calls, missing
+
+
+def _out_of_memory_errors():
+    import cupy as cp
+    errors = [cp.cuda.memory.OutOfMemoryError]
+    try:
+        import torch
+        errors.append(torch.cuda.OutOfMemoryError)
+    except (ImportError, AttributeError):
+        pass
+    return tuple(errors)
+
+
+def _free_memory():
+    import cupy as cp
+    cp.get_default_memory_pool().free_all_blocks()
+    try:
+        import torch
+        torch.cuda.empty_cache()
+    except ImportError:
+        pass
+
+
+def check_all(calls, q, k, v, do, where) -> dict:
+    """label -> "O e, dQ e, dK e, dV e" (max abs errors against dense float64), each implementation run once;
+    one that runs out of memory here is dropped from `calls`. Raises AssertionError past a bound (check_error)."""
+    oom = _out_of_memory_errors()
+    want = None
+    try:
+        want_o, want_grads = dense_float64(q, k, v, do)
+        want = (want_o, *want_grads)
+    except oom as err:
+        print(f"    check skipped at {where}: the float64 reference does not fit ({str(err).split('.')[0]})")
+    finally:
+        _free_memory()            # the reference's N x N blocks, before the implementations need room
+    errors = {}
+    for label in list(calls):
+        try:
+            got = calls[label][1]()
+        except oom as err:
+            del calls[label]
+            errors[label] = f"out of memory ({str(err).split('.')[0]})"
+            continue
+        finally:
+            _free_memory()
+        if want is None:
+            errors[label] = "not checked"
+            continue
+        cells = [f"{name} {check_error(label, name, g, w, where)[0]:.1e}"
+                 for name, g, w in zip(("O", "dQ", "dK", "dV"), got, want)]
+        errors[label] = ", ".join(cells) + f" (tol {tolerance(label):.0e})"
+        del got
+    return errors
+
+
+# --- timing ------------------------------------------------------------------------------------------
+def warm_up(seconds: float = 1.0):
+    """About `seconds` of back-to-back 4096 x 4096 float32 matmuls: the clocks ramp up before any timing."""
+    import cupy as cp
+    a = cp.ones((4096, 4096), cp.float32)
+    c = cp.empty_like(a)
+    calls, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for _ in range(10):
+            cp.matmul(a, a, out=c)
         cp.cuda.Device().synchronize()
-        compile_s[name] = time.perf_counter() - t0
-    times = {k: [] for k in fns}
+        calls += 10
+    elapsed = time.perf_counter() - t0
+    print(f"  warm-up: {elapsed:.1f} s of {calls} back-to-back 4096 x 4096 float32 matmuls "
+          f"({calls * 2 * 4096 ** 3 / elapsed / 1e12:.1f} TFLOP/s)")
+
+
+def gpu_timer(fns: dict, repeats: int, batch_ms: float = BATCH_MS) -> dict:
+    """Median milliseconds per call of each callable: CUDA events around `inner` back-to-back calls
+    (inner from one measured call, so that a sample lasts >= batch_ms), `repeats` samples, interleaved."""
+    import cupy as cp
     start, end = cp.cuda.Event(), cp.cuda.Event()
+    inner = {}
+    for name, fn in fns.items():
+        fn()                                          # warm: allocator pools, cuBLAS handles, autotuning
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        inner[name] = max(1, math.ceil(batch_ms / max(cp.cuda.get_elapsed_time(start, end), 1e-3)))
+    times = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             start.record()
-            fn()
+            for _ in range(inner[name]):
+                fn()
             end.record()
             end.synchronize()
-            times[name].append(cp.cuda.get_elapsed_time(start, end))
-    return {k: float(np.median(v)) for k, v in times.items()}, compile_s
+            times[name].append(cp.cuda.get_elapsed_time(start, end) / inner[name])
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
-def _attention_fns(q, k, v, do, backward: bool):
-    """name -> callable running one attention (and its backward) on the device arrays q, k, v of (BH, N, d)."""
-    fns = {}
-
-    def op_with(impl):
-        def run():
-            with kernels.use(impl):
-                ts = [tv.Tensor(a, requires_grad=backward) for a in (q, k, v)]
-                out = F.scaled_dot_product_attention(*ts)
-                if backward:
-                    out.backward(do)
-            return out
-        return run
-    for impl, label in (("cuda_c", "cuda_c"), ("reference", "cupy naive"), ("numba_cuda", "numba_cuda")):
-        if impl == "reference" or _runs(impl, q, k, v):
-            fns[label] = op_with(impl)
-    try:
-        import torch
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-    except ImportError:
-        return fns
-    # zero-copy views of the same CuPy memory (__cuda_array_interface__), as (1, BH, N, d) leaves
-    tq, tk, tv_ = (torch.as_tensor(a, device="cuda").unsqueeze(0).detach().requires_grad_(backward) for a in (q, k, v))
-    tdo = torch.as_tensor(do, device="cuda").unsqueeze(0)
-
-    def sdpa():
-        tq.grad = tk.grad = tv_.grad = None       # as the other columns: fresh gradients each call
-        with sdpa_kernel(SDPBackend.EFFICIENT_ATTENTION):
-            out = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv_)
-            if backward:
-                out.backward(tdo)
-    fns["torch SDPA"] = sdpa
-    return fns
-
-
-def _runs(impl, q, k, v):
-    """Does `impl` take this attention when asked for (loaded here, and accepting these arrays)?"""
-    with kernels.use(impl):
-        return kernels.implementation("attention", "cuda", (q, k, v)) == impl
-
-
-def bench_attention(quick: bool, repeats: int) -> dict:
+def bench_attention(quick: bool, repeats: int, versions) -> dict:
+    """{(backward, BH, N): {label: median ms}} over SIZES, every implementation checked at each size first."""
     import cupy as cp
     name, peak, sms = device_summary()
-    print(f"\n== GPU attention, float32, d 64 ({name}, {sms} SMs, float32 CUDA-core peak "
-          f"{'%.1f' % peak if peak else '?'} TFLOP/s); median ms, TFLOP/s, % of that peak")
-    sizes = [(64, 197), (16, 1024)] if quick else [(384, 197), (64, 1024), (16, 4096), (4, 8192)]
+    print(f"\n== GPU attention, float32, d 64, not causal ({name}, {sms} SMs, float32 CUDA-core peak "
+          f"{'%.1f' % peak if peak else '?'} TFLOP/s)")
+    print(f"  each size: median ms per call over {repeats} samples of >= {BATCH_MS:g} ms, TFLOP/s, % of that peak, "
+          f"/torch = time / torch SDPA's; then the max abs errors vs dense float64 (O, dQ, dK, dV), checked first")
+    print(f"  TF32 in cupy's matmuls (cupy naive): {'on' if os.environ.get('CUPY_TF32') == '1' else 'off'} (CUPY_TF32)")
     rng = cp.random.default_rng(0)
     results = {}
-    for backward in (False, True):
-        print(f"  {'forward + backward' if backward else 'forward'}:")
-        for bh, n in sizes:
-            q, k, v, do = (rng.standard_normal((bh, n, 64), dtype=cp.float32) for _ in range(4))
-            fns = _attention_fns(q, k, v, do, backward)
-            if (bh, n) == sizes[0]:
-                _check_equal(fns, q, k, v)
-            med, compile_s = gpu_timer(fns, repeats)
-            flops = 4 * bh * n * n * 64 * (3.5 if backward else 1)
+    for bh, n in SIZES["quick" if quick else "full"]:
+        where = f"BH {bh}, N {n}"
+        q, k, v, do = (rng.standard_normal((bh, n, 64), dtype=cp.float32) for _ in range(4))
+        calls, missing = attention_implementations(versions, q, k, v, do)
+        t0 = time.perf_counter()
+        errors = check_all(calls, q, k, v, do, where)
+        check_s = time.perf_counter() - t0
+        med = {backward: gpu_timer({label: c[backward] for label, c in calls.items()}, repeats)
+               for backward in (False, True)}
+        print(f"  {where} (checked in {check_s:.1f} s, first calls included)")
+        for label in calls:
             cells = []
-            for label, ms in med.items():
-                tflops = flops / (ms * 1e-3) / 1e12
-                cells.append(f"{label} {ms:8.3f} ms {tflops:6.1f} TF/s" + (f" {100 * tflops / peak:4.0f}%" if peak else ""))
-            print(f"    BH {bh:4d} N {n:5d}: " + " | ".join(cells))
-            results[(backward, bh, n)] = med
-        print("    first call (compile + run), s: " + ", ".join(f"{k} {v:.2f}" for k, v in compile_s.items()))
+            for backward in (False, True):
+                ms = med[backward][label]
+                tflops = 4 * bh * n * n * 64 * (3.5 if backward else 1) / (ms * 1e-3) / 1e12
+                torch_ms = med[backward].get("torch SDPA")
+                cells.append(f"{ms:9.3f} ms {tflops:6.1f} TF/s" + (f" {100 * tflops / peak:4.0f}%" if peak else "") +
+                             (f" /torch {ms / torch_ms:5.2f}" if torch_ms else ""))
+            print(f"    {label:10s} fwd {cells[0]} | fwd+bwd {cells[1]} | {errors[label]}")
+        for label in errors.keys() - calls.keys():
+            print(f"    {label:10s} not timed: {errors[label]}")
+        for label, why in missing.items():
+            print(f"    {label:10s} n/a ({why})")
+        for backward in (False, True):
+            results[(backward, bh, n)] = med[backward]
+        del q, k, v, do, calls
+        _free_memory()
     return results
 
 
-def _check_equal(fns, q, k, v):
-    """Each implementation's forward equals cupy naive (float32 tolerance) before anything is timed."""
+def bench_long_sequence(versions, n: int = 65_536, bh: int = 8, rows: int = 64) -> dict:
+    """The memory target: each CUDA C version's forward at N = n (d 64, not causal), where the naive N x N
+    does not fit; `rows` random query rows of two heads checked against dense float64 rows."""
     import cupy as cp
-    with kernels.use("reference"):
-        want = F.scaled_dot_product_attention(tv.Tensor(q), tv.Tensor(k), tv.Tensor(v)).data
-    for label in fns:
-        if label in ("cupy naive", "torch SDPA"):
-            continue
-        with kernels.use(label):
-            got = F.scaled_dot_product_attention(tv.Tensor(q), tv.Tensor(k), tv.Tensor(v)).data
-        err = float(cp.abs(got - want).max())
-        if err > 1e-4:
-            raise AssertionError(f"{label} differs from cupy naive attention by {err:.3g}: not timing a wrong kernel")
-
-
-def bench_long_sequence(n: int = 65_536, bh: int = 16) -> dict:
-    """The memory target: cuda_c runs N = 65,536 (BH 16, d 64, causal=False) where the naive N x N does not fit."""
-    import cupy as cp
-    print(f"\n== N = {n}, BH {bh}, d 64, float32 forward: naive needs {4 * bh * n * n / 2 ** 30:.0f} GiB per N x N buffer")
+    print(f"\n== N = {n}, BH {bh}, d 64, float32 forward: one N x N float32 matrix is "
+          f"{4 * bh * n * n / 2 ** 30:.0f} GiB; {rows} random query rows of heads 0 and {bh - 1} checked against dense float64 rows")
     rng = cp.random.default_rng(1)
     q, k, v = (rng.standard_normal((bh, n, 64), dtype=cp.float32) for _ in range(3))
+    heads = cp.asarray([0, bh - 1])
+    picked = cp.asarray(np.sort(np.random.default_rng(1).choice(n, rows, replace=False)))
+    want = dense_rows_float64(q, k, v, heads, picked)
+    calls = {version: _cuda_c_calls(version, q, k, v, None)[0] for version in versions}
+    calls["cupy naive"] = _op_calls("reference", q, k, v, None)[0]
+    start, end = cp.cuda.Event(), cp.cuda.Event()
     out = {}
-    for label, impl in (("cuda_c", "cuda_c"), ("cupy naive", "reference")):
+    for label, forward in calls.items():
         try:
-            with kernels.use(impl):
-                t0 = time.perf_counter()
-                F.scaled_dot_product_attention(tv.Tensor(q), tv.Tensor(k), tv.Tensor(v))
-                cp.cuda.Device().synchronize()
-            out[label] = f"{time.perf_counter() - t0:.2f} s"
+            start.record()
+            o = forward()
+            end.record()
+            end.synchronize()
         except cp.cuda.memory.OutOfMemoryError as err:
             out[label] = f"out of memory ({str(err).split('.')[0]})"
-        cp.get_default_memory_pool().free_all_blocks()
-        print(f"  {label:11s} {out[label]}")
+            print(f"  {label:10s} {out[label]}")
+            continue
+        finally:
+            _free_memory()
+        s = cp.cuda.get_elapsed_time(start, end) / 1e3
+        err, bound = check_error(label, "O", o[heads[:, None], picked[None, :]], want, f"N {n}, BH {bh}")
+        out[label] = f"{s:.3f} s"
+        print(f"  {label:10s} {s:8.3f} s {4 * bh * n * n * 64 / s / 1e12:6.1f} TF/s | "
+              f"max abs error on {len(heads) * rows} rows {err:.1e} (bound {bound:.0e})")
+        del o
     return out
 
 
@@ -214,20 +477,43 @@ def bench_vit_step_gpu(quick: bool, repeats: int) -> dict:
     return out
 
 
+def _ratio(times: dict, a: str, b: str):
+    return round(times[a] / times[b], 3) if a in times and b in times else None
+
+
 def main(quick: bool, repeats: int) -> dict:
-    """Run every GPU section; returns the headline time ratios for the bench's result line."""
-    att = bench_attention(quick, repeats)
-    long = bench_long_sequence(8192 if quick else 65_536, 16)
+    """Run every GPU section; returns the headline TIME ratios (this / that) for the bench's result line."""
+    from tinyvision.kernels import attention_cuda_c as cuda_c
+    print("\n== GPU")
+    versions, _ = load_cuda_c_versions()
+    warm_up()
+    att = bench_attention(quick, repeats, versions)
+    long = bench_long_sequence(versions, 8192 if quick else 65_536, 8)
     print("\n== a whole ViT training step (image 32, patch 4, D 192, depth 6, 3 heads, SGD, float32): cupy vs the CPU "
           "(NumPy + Numba kernels)")
     vit = bench_vit_step_gpu(quick, repeats)
     big = max(n for (_, _, n) in att)
-    fwd = next(v for (b, _, n), v in att.items() if not b and n == big)
-    return {
+    fwd, fwd_bwd = (next(t for (b, _, n), t in att.items() if b == backward and n == big) for backward in (False, True))
+    # "cuda_c": the fastest float32-accurate version at the largest N (v3-tf32 trades accuracy for speed)
+    accurate = [v for v in versions if v in fwd and precision_of(v) == "float32"]
+    best = min(accurate, key=fwd.get) if accurate else None
+    result = {
         "gpu": device_summary()[0],
-        f"attention_fwd_N{big}_cuda_c_over_cupy_naive": round(fwd["cuda_c"] / fwd["cupy naive"], 3) if "cuda_c" in fwd else None,
-        f"attention_fwd_N{big}_cuda_c_over_torch_sdpa": round(fwd["cuda_c"] / fwd["torch SDPA"], 3)
-        if {"cuda_c", "torch SDPA"} <= fwd.keys() else None,
-        "long_sequence": long,
-        "vit_step_cupy_over_cpu_b128": round(1 / vit[128]["ratio"], 4) if vit.get(128, {}).get("ratio") else None,
+        "attention_kernel_origin": {v: "fatbin" if cuda_c.kernel_origin(v)["kind"].startswith("fatbin") else "nvrtc"
+                                    for v in versions},
+        "attention_cuda_c_version": best,
+        f"attention_fwd_N{big}_cuda_c_over_cupy_naive": _ratio(fwd, best, "cupy naive") if best else None,
+        f"attention_fwd_N{big}_cuda_c_over_torch_sdpa": _ratio(fwd, best, "torch SDPA") if best else None,
     }
+    for v in versions:
+        result[f"attention_fwd_N{big}_{v}_over_torch_sdpa"] = _ratio(fwd, v, "torch SDPA")
+        result[f"attention_fwd_bwd_N{big}_{v}_over_torch_sdpa"] = _ratio(fwd_bwd, v, "torch SDPA")
+    # the figure attention_cuda_c_layout.MEASURED_SPEEDUP records (it steers the switch): torch SDPA's forward
+    # time / the version's, median over the sizes with N >= 1024
+    speedup = {v: [t["torch SDPA"] / t[v] for (b, _, n), t in att.items() if not b and n >= 1024 and
+                   {v, "torch SDPA"} <= t.keys()] for v in versions}
+    result["attention_fwd_speedup_over_torch_sdpa_n1024_up"] = {
+        v: round(float(np.median(r)), 3) if r else None for v, r in speedup.items()}
+    result["long_sequence"] = long
+    result["vit_step_cupy_over_cpu_b128"] = round(1 / vit[128]["ratio"], 4) if vit.get(128, {}).get("ratio") else None
+    return result

@@ -12,7 +12,7 @@ to it. One table, every implementation, which ops it provides and in which file 
     "numba_cuda"    cuda    yes      yes         -     -      yes         rows_numba_cuda.py,
                                                                           attention_numba_cuda.py (+ device_numba_cuda.py)
     "cuda_c"        cuda    -        -           -     -      yes         attention_cuda_c.py loading
-                                                                          csrc/flash_attention.cu
+                                                                          csrc/flash_attention*.cu (v1, v2, v3)
 ("numpy" is accepted as the old name of "reference".)
 
 Reading order, the way llm.c's kernel files go version by version (attention is the long road):
@@ -20,7 +20,13 @@ Reading order, the way llm.c's kernel files go version by version (attention is 
     2. attention_tiled.py        the same math in tiles (FlashAttention), plain NumPy, no N x N array
     3. attention_numba.py        those tiles as compiled CPU loops, parallel over work items
     4. attention_numba_cuda.py   the tiles on a GPU in numba.cuda: one thread per row, shared memory
-    5. csrc/flash_attention.cu   hand-written CUDA C (attention_cuda_c.py loads and launches it)
+    5. csrc/flash_attention.cu   hand-written CUDA C, v1 (attention_cuda_c.py loads and launches it)
+    6. csrc/flash_attention_v2.cu   v2: float4 shared memory, __syncwarp, prefetch
+    7. mma_layout.py, then csrc/flash_attention_v3.cu   tensor cores: who holds what in mma.m16n8k8, and
+                                 v3, the forward on TF32 tensor cores (plain and 3xTF32)
+The cuda_c versions and the rule that picks one (the fastest measured that is as accurate as asked,
+TINYVISION_ATTENTION_PRECISION = float32 | tf32; TINYVISION_CUDA_C_VERSION forces one) are in
+attention_cuda_c_layout.py.
 For the row ops: ops/reduce.py softmax, ops/layers.py layer_norm, ops/elementwise.py gelu, then
 rows_numba.py (and math_numba.py, how exp and erf are written so that loops vectorise), then
 rows_numba_cuda.py. _threads.py: how the Numba kernels share the cores with the BLAS.
