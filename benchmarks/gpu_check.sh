@@ -16,8 +16,10 @@
 #                    tiles, the same bits twice and from both builds, the grid limit
 #     san_memcheck   compute-sanitizer memcheck: out-of-bounds and misaligned accesses, small cases
 #                    through every version (attention_cuda_c.VERSIONS)
-#     san_racecheck  compute-sanitizer racecheck, the same cases: shared-memory races (a missing barrier)
-#     bench          python -m tinyvision.bench $BENCH_ARGS (checks each kernel, then times it)
+#     bench          python -m tinyvision.bench $BENCH_ARGS (checks each kernel at every size, then times
+#                    it; exit status 1 if a check failed)
+#     san_racecheck  compute-sanitizer racecheck on the first two cases (racecheck is slow): shared-memory
+#                    races, e.g. a __syncwarp where a block barrier was needed
 #     lessons        tests/test_gpu.py -k lesson: every lesson's --quick on cuda, with the time left
 # It writes three files, few so that all of them come back from a remote machine:
 #     LOG_DIR/summary.txt   one line per step: its exit status (124: its time limit) and seconds
@@ -65,7 +67,8 @@ step() {
   echo "===== nvidia-smi"; nvidia-smi
   echo "===== nvcc --version"; nvcc --version
   echo "===== python"; $PY --version
-  echo "===== pip list (cupy, torch, numba, numpy)"; $PY -m pip list 2>/dev/null | grep -iE "^(cupy|torch|numba|numpy)"
+  echo "===== pip list (cupy, torch, numba, numpy, setuptools)"
+  $PY -m pip list 2>/dev/null | grep -iE "^(cupy|torch|numba|numpy|setuptools) "   # setuptools < 64: no fatbins in -e
 } >"$LOG/env.log" 2>&1
 # nothing here installs CuPy or PyTorch: without them the GPU steps skip or fail, so say so first
 if $PY -c "import cupy, torch" >>"$LOG/env.log" 2>&1; then
@@ -100,7 +103,7 @@ CASES = [(2, 130, 70, 64, True, False), (2, 65, 200, 128, False, True),    # BH,
 rng = np.random.default_rng(0)
 bad = 0
 for version in cuda_c.VERSIONS:
-    for bh, nq, nk, d, causal, masked in CASES:
+    for bh, nq, nk, d, causal, masked in CASES[:2] if sys.argv[1:] == ["few"] else CASES:
         q, do, k, v = (cp.asarray(rng.standard_normal((bh, n, d), dtype=np.float32)) for n in (nq, nq, nk, nk))
         keep = cp.asarray(rng.random((bh, nq, nk)) < 0.5) if masked else None
         where = f"{version:10s} BH {bh} Nq {nq:3d} Nk {nk:3d} d {d:3d} causal {causal:d} mask {masked:d}"
@@ -117,17 +120,18 @@ for version in cuda_c.VERSIONS:
 sys.exit(1 if bad else 0)
 EOF
 SANITIZER=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-for tool in memcheck racecheck; do
+sanitize() {   # sanitize TOOL LIMIT [few]
   if [[ -x $SANITIZER ]]; then
-    step "san_$tool" 150 env TINYVISION_CUDA_SYNC=1 "$SANITIZER" --tool "$tool" --error-exitcode 9 \
-      --print-limit 20 $PY "$TMP/sanitizer_cases.py"
+    step "san_$1" "$2" env TINYVISION_CUDA_SYNC=1 "$SANITIZER" --tool "$1" --error-exitcode 9 \
+      --print-limit 20 $PY "$TMP/sanitizer_cases.py" "${@:3}"
   else
-    note "$(printf '%-14s skipped: compute-sanitizer not found' "san_$tool")"
+    note "$(printf '%-14s skipped: compute-sanitizer not found' "san_$1")"
   fi
-done
-
+}
+sanitize memcheck 100
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of flags
 step bench 240 $PY -m tinyvision.bench ${BENCH_ARGS:---gpu-only}
+sanitize racecheck 60 few
 step lessons 600 $PY -m pytest -q -rs tests/test_gpu.py -k lesson
 
 note "done at $SECONDS s of a $BUDGET s budget"

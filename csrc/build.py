@@ -35,6 +35,7 @@ from pathlib import Path
 CSRC = Path(__file__).resolve().parent
 SOURCES = ("flash_attention.cu", "flash_attention_v2.cu", "flash_attention_v3.cu")
 INCLUDES = {"flash_attention_v3.cu": ("flash_attention_v2.cu",)}   # what each file #includes from csrc/
+# (the same tables are in tinyvision/kernels/attention_cuda_c_layout.py; this script cannot import the package)
 SOURCE = CSRC / SOURCES[0]
 BINARY_NAME = "flash_attention.fatbin"
 ARCHS = ("80", "90")                     # A100 and H100 SASS, plus PTX of the newest for later GPUs
@@ -137,6 +138,16 @@ def compile_fatbin(out_dir: Path, check: bool = False, nvcc: str | None = None, 
     return report
 
 
+def nvcc_version(nvcc: str) -> str | None:
+    """"13.0" from `nvcc --version` (its "release 13.0, V13.0.88" line), or None."""
+    try:
+        text = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout
+    except OSError:
+        return None
+    match = re.search(r"release (\d+\.\d+)", text)
+    return match.group(1) if match else None
+
+
 def build(out_dir: Path) -> dict:
     """What setup.py runs: the fatbins and copies of the sources into out_dir, plus BUILD.json saying what
     happened. Never raises: an install without nvcc (or with a failing nvcc) still succeeds, and the
@@ -158,6 +169,7 @@ def build(out_dir: Path) -> dict:
                 info["sources"][name]["reason"] = f"nvcc failed at install time (exit {rc})"
         info["binary"] = info["sources"][SOURCES[0]]["binary"]          # v1's, as BUILD.json always said
         info["nvcc"] = report["command"][0]
+        info["nvcc_version"] = nvcc_version(report["command"][0])
         if report["returncode"]:
             info["reason"] = f"nvcc failed at install time for some sources: {report['log'][-500:]}"
     (out_dir / "BUILD.json").write_text(json.dumps(info, indent=1))

@@ -253,9 +253,8 @@ __device__ __forceinline__ void forward(float* smem, const float* q, const float
             for (int c = 0; c < C; ++c) acc[i][c] *= alpha;
         }
         __syncwarp();                        // this half-warp's P rows are written (only it reads them)
-        tile_ab<D>(acc, Ps, Vs);
-        __syncwarp();                        // ... and read, before the next tile overwrites them
-    }
+        tile_ab<D>(acc, Ps, Vs);             // (the next tile's first __syncthreads orders these reads
+    }                                        //  before the P rows are written again)
 #pragma unroll
     for (int i = 0; i < R; ++i) {
         const int row = q0 + ty + TG * i;
@@ -402,7 +401,6 @@ __device__ __forceinline__ void backward_dq(float* smem, const float* q, const f
             }
         __syncwarp();                        // own rows of dS written
         tile_ab<D>(dq_acc, Ps, Ks);          // dQ += dS K
-        __syncwarp();                        // ... and read, before the next tile overwrites them
     }
 #pragma unroll
     for (int i = 0; i < R; ++i) {

@@ -89,7 +89,7 @@ template <> struct Operand<true> {
     __device__ __forceinline__ explicit Operand(float x) : big(tv_tf32_round(x)), small(tv_tf32_round(x - big)) {}
 };
 
-// d += a b, in TF32 (one mma) or 3xTF32 (three: the small terms first, while d is still small)
+// d += a b, in TF32 (one mma) or 3xTF32 (three: the two small cross terms are added before the big product)
 template <bool SPLIT>
 __device__ __forceinline__ void mma(float (&d)[4], const Operand<SPLIT> (&a)[4], const Operand<SPLIT> (&b)[2]) {
     const float a_big[4] = {a[0].big, a[1].big, a[2].big, a[3].big}, b_big[2] = {b[0].big, b[1].big};

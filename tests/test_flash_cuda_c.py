@@ -99,7 +99,7 @@ def test_every_version_is_built_and_the_nvrtc_options_are_the_nvcc_ones():
     folder as nvcc (only the architecture differs: NVRTC compiles for the GPU it runs on)."""
     from tinyvision.kernels import attention_cuda_c_layout as layout
     assert set(build.SOURCES) == set(layout.SOURCES.values())
-    assert build.NVRTC_OPTIONS == layout.NVRTC_OPTIONS
+    assert build.NVRTC_OPTIONS == layout.NVRTC_OPTIONS and build.INCLUDES == layout.INCLUDES
     for name in build.SOURCES:
         cmd = build.nvcc_command("nvcc", ROOT / "csrc" / name, Path("x.fatbin"), check=True)
         assert all(option in cmd for option in layout.NVRTC_OPTIONS)
@@ -447,6 +447,8 @@ def test_the_switch_takes_the_fastest_measured_version_that_is_accurate_enough(m
     assert layout.choose("float32") == "v2" and layout.choose("tf32") == "v3-tf32"
     monkeypatch.setattr(layout, "MEASURED_SPEEDUP", {"v1": 0.3, "v3-tf32": 2.1})
     assert layout.choose("float32") == "v1"          # TF32 is never chosen for float32 accuracy
+    monkeypatch.setattr(layout, "MEASURED_SPEEDUP", {})
+    assert layout.choose("tf32", (7, 5)) == "v2"     # a T4: no TF32 tensor cores, so no v3
     with pytest.raises(ValueError, match="precision must be one of"):
         layout.choose("float16")
 

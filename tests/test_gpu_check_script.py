@@ -2,7 +2,8 @@
 
 It runs only on a GPU machine, where a broken line would cost the whole run; here, without a GPU, the
 script is parsed (bash -n) and read: each step's command is in it, in order of value, and the flags
-it passes exist.
+it passes exist. What this cannot see: whether the steps fit their time limits on a real GPU, or fail
+there for reasons of that machine; only a GPU run tells.
 """
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ STEPS = {  # step name -> the command it must run, in the order the script runs 
     "build_check": "$PY csrc/build.py --check",
     "kernel_tests": "env TINYVISION_CUDA_SYNC=1 $PY -m pytest -q -rs tests/test_flash_cuda_c.py -k gpu",
     "gpu_tests": 'env TINYVISION_CUDA_SYNC=1 $PY -m pytest -q -rs tests/test_gpu.py -k "not lesson"',
-    "san_$tool": '--tool "$tool"',                 # for tool in memcheck racecheck
+    "san_$1": '--tool "$1"',                       # sanitize memcheck / sanitize racecheck
     "bench": "$PY -m tinyvision.bench ${BENCH_ARGS:---gpu-only}",
     "lessons": "$PY -m pytest -q -rs tests/test_gpu.py -k lesson",
 }
@@ -38,7 +39,10 @@ def test_gpu_check_script_runs_every_step_in_order_of_value():
         line = next(line for line in body.splitlines() if line.strip().startswith(f"step {name}")
                     or line.strip().startswith(f'step "{name}"'))
         assert command in line, f"gpu_check.sh: step {name} should run `{command}`, its line is `{line.strip()}`"
-    assert "for tool in memcheck racecheck" in body
+    # memcheck before the bench, racecheck (slow) after it on the first two cases only
+    calls = [line.split()[:3] for line in body.splitlines() if line.startswith("sanitize ")]
+    assert calls == [["sanitize", "memcheck", "100"], ["sanitize", "racecheck", "60"]], calls
+    assert body.index("sanitize memcheck") < body.index("step bench") < body.index("sanitize racecheck")
     # the sanitizer cases go through every kernel version, by the loader's own list
     assert "from tinyvision.kernels import attention_cuda_c as cuda_c" in body
     assert "for version in cuda_c.VERSIONS" in body and "version=version" in body

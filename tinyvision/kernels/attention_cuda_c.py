@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from . import register
-from .attention_cuda_c_layout import (HEAD_DIMS, MAX_GRID_Y, NVRTC_OPTIONS, SOURCES, TILE, VERSIONS, choose,
-                                      entry_points, forward_threads, shared_memory_bytes)
+from .attention_cuda_c_layout import (HEAD_DIMS, INCLUDES, MAX_GRID_Y, MIN_COMPUTE_CAPABILITY, NVRTC_OPTIONS, SOURCES,
+                                      TILE, VERSIONS, choose, entry_points, forward_threads, shared_memory_bytes)
 from .attention_tiled import check_attention_shapes, softmax_scale
 
 __all__ = ["VERSIONS", "accepts", "backward", "current_version", "forward", "kernel_origin", "why_not"]
@@ -56,8 +56,8 @@ def _folder() -> Path:
 def _digest(folder: Path, name: str) -> str:
     """sha256 of a source and the csrc/ files it includes (csrc/build.py source_digest, same rule)."""
     digest = hashlib.sha256((folder / name).read_bytes())
-    if name == "flash_attention_v3.cu":
-        digest.update((folder / "flash_attention_v2.cu").read_bytes())
+    for included in INCLUDES.get(name, ()):
+        digest.update((folder / included).read_bytes())
     return digest.hexdigest()
 
 
@@ -99,8 +99,10 @@ def _module(name: str, build: str | None = None):
     if build == "fatbin":
         raise RuntimeError(f"attention_cuda_c: no usable fatbin of {name}: {why_not_binary}")
     try:
+        # CuPy caches NVRTC results by source text and options, not by the files a source includes: the
+        # digest (which covers them) goes into the options, so an edited v2 file recompiles v3 too
         module = cp.RawModule(code=(folder / name).read_text(), backend="nvrtc",
-                              options=NVRTC_OPTIONS + (f"--include-path={folder}",))
+                              options=NVRTC_OPTIONS + (f"--include-path={folder}", f"-DTV_SOURCE_SHA={_digest(folder, name)[:16]}"))
         module.get_function(_any_kernel(name))
     except Exception as err:
         raise RuntimeError(f"CUDA C attention kernel: {why_not_binary}; and NVRTC failed to compile {folder / name}: "
@@ -117,10 +119,30 @@ def _any_kernel(name: str) -> str:
 
 def kernel_origin(version: str = "v1", build: str | None = None) -> dict:
     """Where a version's forward kernel comes from (the fatbin or NVRTC, and why), and the seconds it took to
-    load or compile (load_s), for the bench and bug reports. Raises RuntimeError when it cannot load."""
+    load or compile (load_s), for the bench and bug reports; for v3, whose backward is v2's, also where
+    that comes from (backward_kind). Raises RuntimeError when it cannot load."""
     name = SOURCES[_checked(version)]
     _module(name, build)
-    return dict(_origin[(name, build)], version=version)
+    origin = dict(_origin[(name, build)], version=version)
+    backward = _backward_source(version)
+    if backward != name:
+        _module(backward, build)
+        origin.update(backward_kind=_origin[(backward, build)]["kind"], backward_path=_origin[(backward, build)]["path"])
+    return origin
+
+
+def _backward_source(version: str) -> str:
+    return SOURCES["v1" if version == "v1" else "v2"]            # v3 has no backward of its own
+
+
+def _compute_capability() -> tuple:
+    return _compute_capability_on(cp.cuda.Device().id)
+
+
+@functools.lru_cache(maxsize=None)
+def _compute_capability_on(device_id: int) -> tuple:
+    attrs = cp.cuda.Device(device_id).attributes
+    return (int(attrs["ComputeCapabilityMajor"]), int(attrs["ComputeCapabilityMinor"]))
 
 
 def current_version() -> str:
@@ -129,7 +151,7 @@ def current_version() -> str:
     forced = os.environ.get("TINYVISION_CUDA_C_VERSION")
     if forced:
         return _checked(forced)
-    return choose(os.environ.get("TINYVISION_ATTENTION_PRECISION", "float32"))
+    return choose(os.environ.get("TINYVISION_ATTENTION_PRECISION", "float32"), _compute_capability())
 
 
 def _checked(version: str) -> str:
@@ -163,6 +185,9 @@ def _shared_memory_limit_on(device_id: int) -> int:
 def why_not(q, k, v, version: str | None = None) -> str | None:
     """None if the kernel can run attention on these inputs, else why not (the op then uses another path)."""
     version = _checked(version or current_version())
+    if _compute_capability() < MIN_COMPUTE_CAPABILITY[version]:
+        return (f"{version} needs compute capability {MIN_COMPUTE_CAPABILITY[version]} or newer (TF32 tensor cores), "
+                f"this GPU has {_compute_capability()}")
     if q.dtype != np.float32 or k.dtype != np.float32 or v.dtype != np.float32:
         return f"the kernel is float32 only, got {q.dtype}, {k.dtype}, {v.dtype}"
     d, dv = q.shape[-1], v.shape[-1]
@@ -262,7 +287,7 @@ def backward(q, k, v, o, lse, do, keep=None, causal=False, scale=None, block=Non
     dq, dk, dv = cp.empty_like(q), cp.empty_like(k), cp.empty_like(v)
     rows = bh * nq
     names = entry_points(version, d)
-    source = SOURCES["v1" if version == "v1" else "v2"]            # v3 has no backward of its own
+    source = _backward_source(version)
     _launch(source, build, names["rowsum"], 0, ((rows + 127) // 128,), 128, (o, do, delta, np.int64(rows), np.int32(d)))
     common = (q, k, v, mask, stride, do, lse, delta)
     flags = (np.int32(nq), np.int32(nk), np.int32(bool(causal)), tau)

@@ -18,7 +18,7 @@ fastest, and says so.
 """
 from __future__ import annotations
 
-__all__ = ["HEAD_DIMS", "MAX_GRID_Y", "MEASURED_SPEEDUP", "NVRTC_OPTIONS", "PRECISIONS", "SOURCES", "THREADS", "TILE", "VERSIONS",
+__all__ = ["HEAD_DIMS", "INCLUDES", "MAX_GRID_Y", "MEASURED_SPEEDUP", "MIN_COMPUTE_CAPABILITY", "NVRTC_OPTIONS", "PRECISIONS", "SOURCES", "THREADS", "TILE", "VERSIONS",
            "choose", "entry_points", "forward_threads", "precision_of", "shared_memory_bytes"]
 
 HEAD_DIMS = (16, 32, 64, 128)  # one compiled kernel per head dim (the *_KERNELS macros in the .cu files)
@@ -28,6 +28,8 @@ MAX_GRID_Y = 65535             # the grid's y axis holds BH
 NVRTC_OPTIONS = ("-std=c++17",)  # + --include-path=<the sources' folder>; csrc/build.py has the same (tested)
 
 VERSIONS = ("v1", "v2", "v3-3xtf32", "v3-tf32")
+INCLUDES = {"flash_attention_v3.cu": ("flash_attention_v2.cu",)}   # csrc/ files a source #includes
+MIN_COMPUTE_CAPABILITY = {"v1": (7, 0), "v2": (7, 0), "v3-3xtf32": (8, 0), "v3-tf32": (8, 0)}  # TF32 mma: sm_80
 SOURCES = {"v1": "flash_attention.cu", "v2": "flash_attention_v2.cu", "v3-3xtf32": "flash_attention_v3.cu",
            "v3-tf32": "flash_attention_v3.cu"}
 # what each version's O and gradients are accurate to: "float32" (as accurate as float32 attention) or "tf32"
@@ -38,17 +40,19 @@ PRECISIONS = ("float32", "tf32")
 MEASURED_SPEEDUP: dict = {}
 
 
-def choose(precision: str = "float32") -> str:
+def choose(precision: str = "float32", compute_capability: tuple = (9, 0)) -> str:
     """The version the switch runs for `precision` ("float32": every result as accurate as float32 attention;
-    "tf32": plain TF32 inputs allowed, ~1e-3 relative on O)."""
+    "tf32": plain TF32 inputs allowed, ~1e-3 relative on O) on a GPU of that compute capability (v3's
+    tensor-core instructions need 8.0, an A100 or newer)."""
     if precision not in PRECISIONS:
         raise ValueError(f"attention_cuda_c.choose: precision must be one of {PRECISIONS}, got {precision!r}")
-    allowed = [v for v in VERSIONS if precision == "tf32" or _PRECISION[v] == "float32"]
+    allowed = [v for v in VERSIONS if (precision == "tf32" or _PRECISION[v] == "float32")
+               and tuple(compute_capability) >= MIN_COMPUTE_CAPABILITY[v]]
     measured = [v for v in allowed if v in MEASURED_SPEEDUP]
     if measured:
         return max(measured, key=MEASURED_SPEEDUP.get)
     # nothing measured: the last of the allowed in the table's order (v3-tf32 for "tf32", else v3-3xtf32)
-    return allowed[-1] if precision == "tf32" else [v for v in allowed if _PRECISION[v] == "float32"][-1]
+    return allowed[-1]
 
 
 def precision_of(version: str) -> str:
