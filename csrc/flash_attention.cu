@@ -50,14 +50,14 @@ loader compiles this file at run time with NVRTC (the file includes no header fo
 The host emulation in tests/cuda_emulation/ compiles this same file with g++ (one OS thread per CUDA
 thread, real barriers and warp shuffles) so that its indexing is checked on machines without a GPU.
 
-Versions and measured speed:
-    v1 (this file)  float32, CUDA cores (no tensor cores), 4 x 4 register tiles, no async copies.
-                    Correct on the host emulation against the float64 reference. Speed on a GPU: not yet
-                    measured -- no GPU was available when it was written; README.md "GPU figures" will
-                    hold the first measurement (python -m tinyvision.bench --gpu), with the device name.
-Ideas for v2, in the order published kernels found them to matter: float4 loads of tiles; double
-buffering K/V with cp.async; TF32 mma.sync tensor-core tiles (the only way past the float32 CUDA-core
-roof on H100: 67 vs 495 TFLOP/s dense).
+Versions and measured speed (README.md "The GPU" has the table; python -m tinyvision.bench --gpu-only times them):
+    v1 (this file)            float32, CUDA cores, 4 x 4 register tiles, scalar shared-memory loads. Kept as the
+                              readable one. Correct on the host emulation against the float64 reference.
+                              Speed on a GPU: not measured (no GPU was available).
+    v2 flash_attention_v2.cu  float4 shared-memory loads, __syncwarp for rows one half-warp owns, exp2f, the next
+                              K / V tile prefetched. Speed: not measured.
+    v3 flash_attention_v3.cu  the forward on TF32 tensor cores (mma.sync m16n8k8), plain or 3xTF32; backward v2's.
+                              Speed: not measured.
 */
 
 // ---- the one line the host emulation (tests/cuda_emulation) replaces -----------------------------
