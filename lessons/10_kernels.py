@@ -62,6 +62,7 @@ import numpy as np
 import tinyvision as tv
 import tinyvision.ops as F
 from tinyvision import kernels
+from tinyvision.kernels import attention_cuda_c_layout as cuda_c_layout
 from tinyvision.kernels import mma_layout
 from tinyvision.kernels.attention_tiled import attention_memory_bytes, flash_backward, flash_forward
 
@@ -233,6 +234,19 @@ for name, err in errors.items():
 print("  " + compare("3xTF32", errors["3xTF32"], "TF32", errors["TF32"], higher_is_better=False,
                      verb="is closer to float64 than", fmt=".1e")
       + f" (x{errors['TF32'] / errors['3xTF32']:.0f}), for three tensor-core products instead of one")
+
+# %% 6. The CUDA C kernels in csrc/, version by version (what each file changes; speed: README "The GPU")
+print("\n== 6. the CUDA C flash-attention kernels in csrc/, version by version (d = 64)")
+CHANGES = {"v1": "CUDA cores; one float per shared-memory load (8 loads per 16 FMAs)",
+           "v2": "rows padded to d + 4, float4 loads (8 per 64 FMAs), __syncwarp, exp2f, K/V prefetch",
+           "v3-3xtf32": "tensor cores: S and P V as mma.m16n8k8, inputs split big + small (3 mma)",
+           "v3-tf32": "the same with plain TF32 inputs (1 mma), ~1e-3 on O"}
+for version in cuda_c_layout.VERSIONS:
+    smem = cuda_c_layout.shared_memory_bytes("forward", 64, version)
+    print(f"  {version:10s} {cuda_c_layout.SOURCES[version]:23s} {cuda_c_layout.precision_of(version):8s} "
+          f"forward: {cuda_c_layout.forward_threads(version)} threads, {smem:6,d} B shared | {CHANGES[version]}")
+print("  Not measured here (no GPU): `bash benchmarks/gpu_check.sh LOG_DIR` on a GPU times each against PyTorch;")
+print("  tests/test_flash_cuda_c.py runs every version on a CPU emulation of the GPU against float64 attention.")
 
 print("result: " + json.dumps({"lesson": "10_kernels", "quick": QUICK, "seed": args.seed,
               "tiled_equals_dense_max_diff": max(diffs.values()),

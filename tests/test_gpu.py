@@ -169,8 +169,8 @@ def _skip_unless_this_gpu_runs(version):
     """v3 needs TF32 tensor cores (compute capability 8.0, an A100 or newer): skip it elsewhere, with the reason."""
     import cupy as cp
     from tinyvision.kernels.attention_cuda_c_layout import MIN_COMPUTE_CAPABILITY
-    attrs = cp.cuda.Device().attributes
-    have = (attrs["ComputeCapabilityMajor"], attrs["ComputeCapabilityMinor"])
+    cc = cp.cuda.Device().compute_capability                    # "90" for 9.0
+    have = (int(cc[:-1]), int(cc[-1]))
     if have < MIN_COMPUTE_CAPABILITY[version]:
         pytest.skip(f"{version} needs compute capability {MIN_COMPUTE_CAPABILITY[version]}, this GPU has {have}")
 

@@ -141,8 +141,8 @@ def _compute_capability() -> tuple:
 
 @functools.lru_cache(maxsize=None)
 def _compute_capability_on(device_id: int) -> tuple:
-    attrs = cp.cuda.Device(device_id).attributes
-    return (int(attrs["ComputeCapabilityMajor"]), int(attrs["ComputeCapabilityMinor"]))
+    cc = cp.cuda.Device(device_id).compute_capability          # CuPy's spelling: "90" for 9.0, "86" for 8.6
+    return (int(cc[:-1]), int(cc[-1]))
 
 
 def current_version() -> str:
@@ -185,9 +185,6 @@ def _shared_memory_limit_on(device_id: int) -> int:
 def why_not(q, k, v, version: str | None = None) -> str | None:
     """None if the kernel can run attention on these inputs, else why not (the op then uses another path)."""
     version = _checked(version or current_version())
-    if _compute_capability() < MIN_COMPUTE_CAPABILITY[version]:
-        return (f"{version} needs compute capability {MIN_COMPUTE_CAPABILITY[version]} or newer (TF32 tensor cores), "
-                f"this GPU has {_compute_capability()}")
     if q.dtype != np.float32 or k.dtype != np.float32 or v.dtype != np.float32:
         return f"the kernel is float32 only, got {q.dtype}, {k.dtype}, {v.dtype}"
     d, dv = q.shape[-1], v.shape[-1]
@@ -199,6 +196,9 @@ def why_not(q, k, v, version: str | None = None) -> str | None:
         return f"the batch axes of q {q.shape}, k {k.shape} and v {v.shape} do not broadcast"
     if bh > MAX_GRID_Y:
         return f"batch x heads = {bh} exceeds the grid's y limit {MAX_GRID_Y} (one block row per head)"
+    if _compute_capability() < MIN_COMPUTE_CAPABILITY[version]:
+        return (f"{version} needs compute capability {MIN_COMPUTE_CAPABILITY[version]} or newer (TF32 tensor cores), "
+                f"this GPU has {_compute_capability()}")
     need = max(shared_memory_bytes(kind, d, version) for kind in ("forward", "dk_dv", "dq"))
     if need > _shared_memory_limit():
         return (f"head dim {d} needs {need} bytes of shared memory per block; this GPU allows "
