@@ -125,3 +125,79 @@ def test_the_stand_in_is_not_seen_by_the_rest_of_the_suite():
     mod = sys.modules.get("cupy")
     assert mod is None or STAND_IN not in Path(mod.__file__).parents
 
+
+
+def test_cuda_c_loader_picks_its_binaries_and_launches_every_version_as_the_layout_says(tmp_path):
+    """The CUDA C loader on a machine without a GPU: the stand-in's RawModule records what the loader loads
+    (a current fatbin, else NVRTC with the include folder and the sources' digest as an option) and every
+    launch (kernel name, grid, threads, shared memory, 12 or 14 arguments). The kernels themselves do not run
+    here; tests/test_flash_cuda_c.py runs their source on the host emulation."""
+    code = f"""
+import json, pathlib
+import numpy as np, cupy
+from tinyvision.kernels import attention_cuda_c as K
+from tinyvision.kernels import attention_cuda_c_layout as L
+K._BIN = pathlib.Path({str(tmp_path)!r})                 # no BUILD.json there yet
+folder = K._folder()
+
+# 1. nothing built: NVRTC, with the include folder (v3 includes v2) and the digest that keys CuPy's cache
+origin = K.kernel_origin("v3-tf32")
+assert origin["kind"] == "compiled at run time by NVRTC" and "no BUILD.json" in origin["why_not_binary"], origin
+assert origin["backward_kind"] == "compiled at run time by NVRTC"            # v3's backward: v2's module
+nvrtc = [m for m in cupy.RawModule.made if m.code is not None]
+assert all(m.backend == "nvrtc" and "-std=c++17" in m.options and f"--include-path={{folder}}" in m.options
+           and any(o.startswith("-DTV_SOURCE_SHA=") for o in m.options) for m in nvrtc), [m.options for m in nvrtc]
+
+# 2. a current fatbin is loaded as is; a stale one (source changed since) is not, and says why
+K._module.cache_clear()
+sources = {{}}
+for name in set(L.SOURCES.values()):
+    (K._BIN / (name[:-3] + ".fatbin")).write_bytes(b"fatbin")
+    sources[name] = dict(sha256=K._digest(folder, name), binary=name[:-3] + ".fatbin")
+sources["flash_attention_v3.cu"]["sha256"] = "0" * 64
+(K._BIN / "BUILD.json").write_text(json.dumps(dict(sources=sources, binary="flash_attention.fatbin", reason=None)))
+assert K.kernel_origin("v2")["kind"] == "fatbin built by nvcc at install"
+stale = K.kernel_origin("v3-3xtf32")
+assert stale["kind"] == "compiled at run time by NVRTC" and "changed since" in stale["why_not_binary"], stale
+assert stale["backward_kind"] == "fatbin built by nvcc at install"
+assert K.kernel_origin("v1", build="nvrtc")["why_not_binary"] == "build='nvrtc' asked for"
+try:
+    K.kernel_origin("v3-tf32", build="fatbin")
+except RuntimeError as err:
+    assert "no usable fatbin" in str(err)
+else:
+    raise SystemExit("build='fatbin' with a stale fatbin did not raise")
+
+# 3. every version's launches: names, grids, threads, shared memory and argument counts
+rng = np.random.default_rng(0)
+bh, nq, nk, d = 3, 70, 130, 32
+q, do = (cupy.asarray(rng.standard_normal((bh, nq, d)).astype(np.float32)) for _ in range(2))
+k, v = (cupy.asarray(rng.standard_normal((bh, nk, d)).astype(np.float32)) for _ in range(2))
+for version in L.VERSIONS:
+    cupy.RawModule.log.clear()
+    o, lse = K.forward(q, k, v, causal=True, version=version)
+    K.backward(q, k, v, o, lse, do, causal=True, version=version)
+    launches = list(cupy.RawModule.log)
+    names = L.entry_points(version, d)
+    got = [(x["name"], x["grid"], x["block"], x["shared_mem"], len(x["args"])) for x in launches]
+    back = "v1" if version == "v1" else "v2"
+    want = [(names["forward"], (2, bh), (L.forward_threads(version),), L.shared_memory_bytes("forward", d, version), 11),
+            (names["rowsum"], ((bh * nq + 127) // 128,), (128,), 0, 5),
+            (names["dk_dv"], (3, bh), (256,), L.shared_memory_bytes("dk_dv", d, back), 14),
+            (names["dq"], (2, bh), (256,), L.shared_memory_bytes("dq", d, back), 13)]
+    assert got == want, (version, got, want)
+    # each kernel from its own file: v3's forward from v3's, its backward from v2's
+    assert [x["source"] for x in launches] == [L.SOURCES[version]] + [L.SOURCES[back]] * 3, launches
+    # scalars as the kernel's C types: int32 nq, nk, causal and a float32 scale
+    fwd_args = launches[0]["args"]
+    assert [type(a).__name__ for a in fwd_args[-4:]] == ["int32", "int32", "int32", "float32"], fwd_args[-4:]
+    assert all(x["opted_in"] >= x["shared_mem"] or x["shared_mem"] <= 48 * 1024 for x in launches)
+
+# 4. a view that does not start on a 16-byte boundary is copied before the kernels read it with float4
+flat = cupy.asarray(np.zeros(bh * nk * d + 1, np.float32))
+shifted = flat[1:].reshape(bh, nk, d)
+assert shifted.data.ptr % 16 != 0 and K._device(shifted)[0].data.ptr % 16 == 0
+print("ok")
+"""
+    proc = run(code, "cuda", tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]

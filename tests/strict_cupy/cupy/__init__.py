@@ -35,6 +35,16 @@ class ndarray(_np.ndarray):
     def __reduce__(self):
         raise TypeError("strict cupy stand-in: pickling device arrays is not supported here")
 
+    @property
+    def data(self):
+        """CuPy's MemoryPointer, as far as tinyvision reads it: .ptr, the address of the first element."""
+        return _Pointer(self.__array_interface__["data"][0])
+
+
+class _Pointer:
+    def __init__(self, ptr):
+        self.ptr = ptr
+
 
 def _host_view(x):
     return x.view(_np.ndarray) if isinstance(x, ndarray) else x
@@ -116,6 +126,37 @@ def __getattr__(name):
         return _device(target(*_unwrap(args), **_unwrap(kwargs)))
     device_function.__name__ = name
     return device_function
+
+
+class RawModule:
+    """CuPy's RawModule, recording instead of compiling: what the loader asked for (source or fatbin path,
+    NVRTC options) and every launch (kernel, grid, block, arguments, shared memory). The kernels do not
+    run: outputs keep whatever cupy.empty gave them. Every module made is kept in RawModule.made, every
+    launch of any module, in order, in RawModule.log."""
+    made: list = []
+    log: list = []
+
+    def __init__(self, code=None, path=None, options=(), backend="nvrtc", **kwargs):
+        if path is not None:
+            with open(path, "rb"):              # a missing fatbin fails as CuPy's would (OSError)
+                pass
+        self.code, self.path, self.options, self.backend = code, path, tuple(options), backend
+        # which source: a fatbin's name, or the file name on the second line of a source's header comment
+        self.source = (path.rsplit("/", 1)[-1].replace(".fatbin", ".cu") if path is not None
+                       else code.splitlines()[1].split()[0])
+        RawModule.made.append(self)
+
+    def get_function(self, name):
+        return _Kernel(self, name)
+
+
+class _Kernel:
+    def __init__(self, module, name):
+        self.module, self.name, self.max_dynamic_shared_size_bytes = module, name, 0
+
+    def __call__(self, grid, block, args, shared_mem=0):
+        RawModule.log.append(dict(name=self.name, source=self.module.source, grid=tuple(grid), block=tuple(block),
+                                  args=tuple(args), shared_mem=shared_mem, opted_in=self.max_dynamic_shared_size_bytes))
 
 
 class lib:  # noqa: N801 - mirrors cupy.lib
