@@ -9,7 +9,9 @@ The versions, side by side as in llm.c's dev/cuda (each file's header says what 
     version     file                    forward                       backward   precision
     v1          flash_attention.cu      CUDA cores, scalar loads      v1         float32
     v2          flash_attention_v2.cu   CUDA cores, float4, prefetch  v2         float32
-    v3-3xtf32   flash_attention_v3.cu   tensor cores, 3xTF32          v2         float32 (split TF32)
+    v3-3xtf32   flash_attention_v3.cu   tensor cores, 3xTF32          v2         float32 class: 3xTF32, as PyTorch's
+                                                                                 float32 attention (O as float32; the
+                                                                                 gradients carry its ~2^-21 logit error)
     v3-tf32     flash_attention_v3.cu   tensor cores, TF32            v2         tf32 (~1e-3 on O)
 
 `choose(precision)` is the switch: among the versions accurate enough for `precision` it takes the fastest
@@ -32,7 +34,8 @@ INCLUDES = {"flash_attention_v3.cu": ("flash_attention_v2.cu",)}   # csrc/ files
 MIN_COMPUTE_CAPABILITY = {"v1": (7, 0), "v2": (7, 0), "v3-3xtf32": (8, 0), "v3-tf32": (8, 0)}  # TF32 mma: sm_80
 SOURCES = {"v1": "flash_attention.cu", "v2": "flash_attention_v2.cu", "v3-3xtf32": "flash_attention_v3.cu",
            "v3-tf32": "flash_attention_v3.cu"}
-# what each version's O and gradients are accurate to: "float32" (as accurate as float32 attention) or "tf32"
+# the accuracy class of each version: "float32" (as accurate as PyTorch's float32 attention, which on an
+# A100 / H100 is itself 3xTF32) or "tf32"
 _PRECISION = {"v1": "float32", "v2": "float32", "v3-3xtf32": "float32", "v3-tf32": "tf32"}
 PRECISIONS = ("float32", "tf32")
 # forward time of torch SDPA / forward time of the version, d = 64, N >= 1024, on a GPU, from
