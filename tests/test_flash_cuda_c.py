@@ -464,11 +464,13 @@ def test_every_version_fits_a100_shared_memory_and_names_its_kernels():
 def test_the_switch_takes_the_fastest_measured_version_that_is_accurate_enough(monkeypatch):
     from tinyvision.kernels import attention_cuda_c_layout as layout
     monkeypatch.setattr(layout, "MEASURED_SPEEDUP", {})
-    assert layout.choose("float32") == "v3-3xtf32" and layout.choose("tf32") == "v3-tf32"   # nothing measured
+    assert [layout.choose(p) for p in ("float32", "3xtf32", "tf32")] == ["v2", "v3-3xtf32", "v3-tf32"]  # none measured
+    monkeypatch.setattr(layout, "MEASURED_SPEEDUP", {"v1": 0.3, "v2": 0.9, "v3-3xtf32": 1.1, "v3-tf32": 2.1})
+    assert [layout.choose(p) for p in ("float32", "3xtf32", "tf32")] == ["v2", "v3-3xtf32", "v3-tf32"]
     monkeypatch.setattr(layout, "MEASURED_SPEEDUP", {"v1": 0.3, "v2": 0.9, "v3-3xtf32": 0.7, "v3-tf32": 2.1})
-    assert layout.choose("float32") == "v2" and layout.choose("tf32") == "v3-tf32"
-    monkeypatch.setattr(layout, "MEASURED_SPEEDUP", {"v1": 0.3, "v3-tf32": 2.1})
-    assert layout.choose("float32") == "v1"          # TF32 is never chosen for float32 accuracy
+    assert layout.choose("3xtf32") == "v2"           # a more accurate version that is faster wins
+    monkeypatch.setattr(layout, "MEASURED_SPEEDUP", {"v1": 0.3, "v3-3xtf32": 1.5, "v3-tf32": 2.1})
+    assert layout.choose("float32") == "v1"          # TF32 in any form is never chosen for float32
     monkeypatch.setattr(layout, "MEASURED_SPEEDUP", {})
     assert layout.choose("tf32", (7, 5)) == "v2"     # a T4: no TF32 tensor cores, so no v3
     with pytest.raises(ValueError, match="precision must be one of"):

@@ -25,7 +25,7 @@ Reading order, the way llm.c's kernel files go version by version (attention is 
     7. mma_layout.py, then csrc/flash_attention_v3.cu   tensor cores: who holds what in mma.m16n8k8, and
                                  v3, the forward on TF32 tensor cores (plain and 3xTF32)
 The cuda_c versions and the rule that picks one (the fastest measured that is as accurate as asked,
-TINYVISION_ATTENTION_PRECISION = float32 | tf32; TINYVISION_CUDA_C_VERSION forces one) are in
+TINYVISION_ATTENTION_PRECISION = float32 | 3xtf32 | tf32; TINYVISION_CUDA_C_VERSION forces one) are in
 attention_cuda_c_layout.py.
 For the row ops: ops/reduce.py softmax, ops/layers.py layer_norm, ops/elementwise.py gelu, then
 rows_numba.py (and math_numba.py, how exp and erf are written so that loops vectorise), then

@@ -13,8 +13,8 @@ glue a learner reads to see how a hand-written kernel is called from Python:
 
 Versions (attention_cuda_c_layout.py has the table): "v1", "v2", "v3-3xtf32", "v3-tf32". forward() and
 backward() take version=...; without it the switch decides: TINYVISION_CUDA_C_VERSION when set, else
-choose(TINYVISION_ATTENTION_PRECISION or "float32"), i.e. the fastest version measured to be as accurate
-as asked (with nothing measured yet, the newest). build="fatbin" or "nvrtc" forces where the code comes
+choose(TINYVISION_ATTENTION_PRECISION or "float32"), i.e. the fastest version measured to be at least as
+accurate as asked (with nothing measured yet, the newest of those: v2 for float32, v3-3xtf32 for 3xtf32). build="fatbin" or "nvrtc" forces where the code comes
 from (the bench and the GPU tests compare the two).
 
 Errors. A launch that the driver refuses (too much shared memory, a bad grid) raises at once (CuPy

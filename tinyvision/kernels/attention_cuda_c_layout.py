@@ -9,14 +9,15 @@ The versions, side by side as in llm.c's dev/cuda (each file's header says what 
     version     file                    forward                       backward   precision
     v1          flash_attention.cu      CUDA cores, scalar loads      v1         float32
     v2          flash_attention_v2.cu   CUDA cores, float4, prefetch  v2         float32
-    v3-3xtf32   flash_attention_v3.cu   tensor cores, 3xTF32          v2         float32 class: 3xTF32, as PyTorch's
-                                                                                 float32 attention (O as float32; the
-                                                                                 gradients carry its ~2^-21 logit error)
+    v3-3xtf32   flash_attention_v3.cu   tensor cores, 3xTF32          v2         3xtf32 (as PyTorch's float32 attention
+                                                                                 on tensor cores: O as float32, the
+                                                                                 gradients carry a ~2^-21 logit error)
     v3-tf32     flash_attention_v3.cu   tensor cores, TF32            v2         tf32 (~1e-3 on O)
 
-`choose(precision)` is the switch: among the versions accurate enough for `precision` it takes the fastest
-measured on a GPU (MEASURED_SPEEDUP); with nothing measured it takes the newest, the one designed to be
-fastest, and says so.
+`choose(precision)` is the switch: among the versions at least as accurate as `precision` asks (float32 >
+3xtf32 > tf32) it takes the fastest measured on a GPU (MEASURED_SPEEDUP); with nothing measured it takes the
+newest, the one designed to be fastest. So the default, float32, runs v2 until a GPU says otherwise;
+TINYVISION_ATTENTION_PRECISION=3xtf32 allows v3-3xtf32, PyTorch's own choice for float32 on tensor cores.
 """
 from __future__ import annotations
 
@@ -34,27 +35,28 @@ INCLUDES = {"flash_attention_v3.cu": ("flash_attention_v2.cu",)}   # csrc/ files
 MIN_COMPUTE_CAPABILITY = {"v1": (7, 0), "v2": (7, 0), "v3-3xtf32": (8, 0), "v3-tf32": (8, 0)}  # TF32 mma: sm_80
 SOURCES = {"v1": "flash_attention.cu", "v2": "flash_attention_v2.cu", "v3-3xtf32": "flash_attention_v3.cu",
            "v3-tf32": "flash_attention_v3.cu"}
-# the accuracy class of each version: "float32" (as accurate as PyTorch's float32 attention, which on an
-# A100 / H100 is itself 3xTF32) or "tf32"
-_PRECISION = {"v1": "float32", "v2": "float32", "v3-3xtf32": "float32", "v3-tf32": "tf32"}
-PRECISIONS = ("float32", "tf32")
+# the accuracy class of each version, most accurate first: "float32" (float32 arithmetic throughout), "3xtf32"
+# (split TF32: O as accurate as float32, gradients with 3xTF32's logit error; PyTorch's float32 attention on an
+# A100 / H100 is this), "tf32" (plain TF32 inputs, ~1e-3 relative on O)
+_PRECISION = {"v1": "float32", "v2": "float32", "v3-3xtf32": "3xtf32", "v3-tf32": "tf32"}
+PRECISIONS = ("float32", "3xtf32", "tf32")
 # forward time of torch SDPA / forward time of the version, d = 64, N >= 1024, on a GPU, from
 # python -m tinyvision.bench --gpu-only. Empty: no GPU has run them yet (README.md "GPU figures").
 MEASURED_SPEEDUP: dict = {}
 
 
 def choose(precision: str = "float32", compute_capability: tuple = (9, 0)) -> str:
-    """The version the switch runs for `precision` ("float32": every result as accurate as float32 attention;
-    "tf32": plain TF32 inputs allowed, ~1e-3 relative on O) on a GPU of that compute capability (v3's
-    tensor-core instructions need 8.0, an A100 or newer)."""
+    """The version the switch runs for `precision` (one of PRECISIONS: "float32", float32 arithmetic throughout;
+    "3xtf32", split-TF32 tensor cores allowed; "tf32", plain TF32 allowed) on a GPU of that compute capability
+    (v3's tensor-core instructions need 8.0, an A100 or newer)."""
     if precision not in PRECISIONS:
         raise ValueError(f"attention_cuda_c.choose: precision must be one of {PRECISIONS}, got {precision!r}")
-    allowed = [v for v in VERSIONS if (precision == "tf32" or _PRECISION[v] == "float32")
+    allowed = [v for v in VERSIONS if PRECISIONS.index(_PRECISION[v]) <= PRECISIONS.index(precision)
                and tuple(compute_capability) >= MIN_COMPUTE_CAPABILITY[v]]
     measured = [v for v in allowed if v in MEASURED_SPEEDUP]
     if measured:
         return max(measured, key=MEASURED_SPEEDUP.get)
-    # nothing measured: the last of the allowed in the table's order (v3-tf32 for "tf32", else v3-3xtf32)
+    # nothing measured: the last of the allowed in the table's order (v2, v3-3xtf32, v3-tf32)
     return allowed[-1]
 
 
