@@ -17,9 +17,11 @@ lessons/10_kernels.py prints the map.) The inputs are TF32: float32 with the man
 sums are float32, so the error is the input rounding: ~2^-11 relative per operand, about 1e-3 on O.
 
 3xTF32 (SPLIT = true). Write x = big + small with big = tf32(x) and small = tf32(x - big): together they carry
-~21 mantissa bits. a b ~ big_a big_b + big_a small_b + small_a big_b (small_a small_b, ~2^-22 of a b, is
-dropped): three mma instead of one, and the result is as accurate as float32 CUDA-core arithmetic. This is
-CUTLASS's OpMultiplyAddFastF32, the mode PyTorch's float32 attention uses.
+~22 significant bits. a b ~ big_a big_b + big_a small_b + small_a big_b (small_a small_b, ~2^-22 of a b, is
+dropped): three mma instead of one, and a logit errs by ~2^-21 of scale sum |q||k|, some 4-8x what float32
+CUDA-core arithmetic would: close to float32, not equal (tests/test_flash_cuda_c.py, assert_3xtf32_accurate,
+measures what that does to the gradients). This is CUTLASS's OpMultiplyAddFastF32, the mode PyTorch's
+float32 attention uses on tensor cores.
 
 The work. A block is 4 warps (128 threads) and 64 query rows; warp w owns rows 16w .. 16w + 15 of the tile
 for the whole kernel, so the softmax statistics of a row live in the registers of the 4 lanes that share
@@ -34,7 +36,7 @@ a groupID (each lane holds two rows, g and g + 8), and the row max / row sum is 
                   order, so take A column t = key 2t and A column t + 4 = key 2t + 1: a = {c0, c2, c1, c3}, and
                   read V's rows in the same order (b0 = V[key 2t][n], b1 = V[key 2t + 1][n]).
 Shared memory: Q, K, V tiles of 64 rows, stride D + 4 (conflict-free for every fragment read here: lanes
-g, t hit banks 4g + t or 8t + g). d = 64: 52,224 B.
+g, t hit banks 4g + t or 8t + g for d a multiple of 32, 20g + t or 8t + g at d = 16). d = 64: 52,224 B.
 
 Backward: v3 has no tensor-core backward yet; its gradients come from v2's kernels (the loader launches
 them from v2's module; this file includes flash_attention_v2.cu only for its device functions). The L it

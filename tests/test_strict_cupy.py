@@ -130,8 +130,8 @@ def test_the_stand_in_is_not_seen_by_the_rest_of_the_suite():
 def test_cuda_c_loader_picks_its_binaries_and_launches_every_version_as_the_layout_says(tmp_path):
     """The CUDA C loader on a machine without a GPU: the stand-in's RawModule records what the loader loads
     (a current fatbin, else NVRTC with the include folder and the sources' digest as an option) and every
-    launch (kernel name, grid, threads, shared memory, 12 or 14 arguments). The kernels themselves do not run
-    here; tests/test_flash_cuda_c.py runs their source on the host emulation."""
+    launch (kernel name, source file, grid, threads, shared memory, the arguments in order). The kernels
+    themselves do not run here; tests/test_flash_cuda_c.py runs their source on the host emulation."""
     code = f"""
 import json, pathlib
 import numpy as np, cupy
@@ -139,6 +139,7 @@ from tinyvision.kernels import attention_cuda_c as K
 from tinyvision.kernels import attention_cuda_c_layout as L
 K._BIN = pathlib.Path({str(tmp_path)!r})                 # no BUILD.json there yet
 folder = K._folder()
+cupy.RawModule.recording = True
 
 # 1. nothing built: NVRTC, with the include folder (v3 includes v2) and the digest that keys CuPy's cache
 origin = K.kernel_origin("v3-tf32")
@@ -188,12 +189,27 @@ for version in L.VERSIONS:
     assert got == want, (version, got, want)
     # each kernel from its own file: v3's forward from v3's, its backward from v2's
     assert [x["source"] for x in launches] == [L.SOURCES[version]] + [L.SOURCES[back]] * 3, launches
-    # scalars as the kernel's C types: int32 nq, nk, causal and a float32 scale
-    fwd_args = launches[0]["args"]
-    assert [type(a).__name__ for a in fwd_args[-4:]] == ["int32", "int32", "int32", "float32"], fwd_args[-4:]
+    # the arguments in the kernels' order: the same buffers (by address), the scalars as their C types
+    fwd, rowsum, dkdv, dq = (x["args"] for x in launches)
+    ptr = lambda a: a.data.ptr if hasattr(a, "data") and hasattr(a.data, "ptr") else None
+    assert [ptr(a) for a in fwd[:3]] == [ptr(q), ptr(k), ptr(v)] and fwd[3] == 0 and fwd[4] == 0   # no mask
+    assert [ptr(a) for a in fwd[5:7]] == [ptr(o), ptr(lse)]
+    assert [type(a).__name__ for a in fwd[-4:]] == ["int32", "int32", "int32", "float32"], fwd[-4:]
+    assert fwd[7:10] == (nq, nk, 1) and abs(float(fwd[10]) - d ** -0.5) < 1e-7
+    assert [ptr(a) for a in rowsum[:2]] == [ptr(o), ptr(do)] and rowsum[3:] == (bh * nq, d)
+    assert [ptr(a) for a in dkdv[:3]] == [ptr(q), ptr(k), ptr(v)] and ptr(dkdv[5]) == ptr(do) and ptr(dkdv[6]) == ptr(lse)
+    assert ptr(dkdv[7]) == ptr(rowsum[2]) and ptr(dq[7]) == ptr(rowsum[2])      # D, from the rowsum kernel
     assert all(x["opted_in"] >= x["shared_mem"] or x["shared_mem"] <= 48 * 1024 for x in launches)
 
-# 4. a view that does not start on a 16-byte boundary is copied before the kernels read it with float4
+# 4. masks: one per batch x head (uint8, stride Nq Nk) or one shared by all (stride 0)
+keep = cupy.asarray(rng.random((bh, nq, nk)) < 0.5)
+for mask, stride in ((keep, nq * nk), (keep[:1], 0)):
+    cupy.RawModule.log.clear()
+    K.forward(q, k, v, mask, version="v2")
+    m, st = cupy.RawModule.log[0]["args"][3:5]
+    assert m.dtype == np.uint8 and m.shape == mask.shape and int(st) == stride and type(st).__name__ == "int64"
+
+# 5. a view that does not start on a 16-byte boundary is copied before the kernels read it with float4
 flat = cupy.asarray(np.zeros(bh * nk * d + 1, np.float32))
 shifted = flat[1:].reshape(bh, nk, d)
 assert shifted.data.ptr % 16 != 0 and K._device(shifted)[0].data.ptr % 16 == 0

@@ -261,7 +261,7 @@ def forward(q, k, v, keep=None, causal=False, scale=None, block=None, version=No
     if block not in (None, TILE):
         raise ValueError(f"cuda_c.forward: the tile is compiled in as {TILE}, got block={block}")
     version = _checked(version or current_version())
-    on_host = isinstance(q, np.ndarray)
+    on_host = not isinstance(q, cp.ndarray)          # NumPy in, NumPy out
     (bh, nq, nk, d), mask, stride, tau = _prepare("cuda_c.forward", q, k, v, keep, scale, version)
     q, k, v = _device(q, k, v)
     o = cp.empty((bh, nq, d), cp.float32)
@@ -277,7 +277,7 @@ def backward(q, k, v, o, lse, do, keep=None, causal=False, scale=None, block=Non
     if block not in (None, TILE):
         raise ValueError(f"cuda_c.backward: the tile is compiled in as {TILE}, got block={block}")
     version = _checked(version or current_version())
-    on_host = isinstance(q, np.ndarray)
+    on_host = not isinstance(q, cp.ndarray)          # NumPy in, NumPy out
     (bh, nq, nk, d), mask, stride, tau = _prepare("cuda_c.backward", q, k, v, keep, scale, version)
     for arg, t, want in (("o", o, (bh, nq, d)), ("lse", lse, (bh, nq)), ("do", do, (bh, nq, d))):
         if tuple(t.shape) != want:

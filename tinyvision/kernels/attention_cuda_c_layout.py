@@ -32,7 +32,8 @@ NVRTC_OPTIONS = ("-std=c++17",)  # + --include-path=<the sources' folder>; csrc/
 
 VERSIONS = ("v1", "v2", "v3-3xtf32", "v3-tf32")
 INCLUDES = {"flash_attention_v3.cu": ("flash_attention_v2.cu",)}   # csrc/ files a source #includes
-MIN_COMPUTE_CAPABILITY = {"v1": (7, 0), "v2": (7, 0), "v3-3xtf32": (8, 0), "v3-tf32": (8, 0)}  # TF32 mma: sm_80
+# v1 / v2 use nothing newer than warp shuffles (any GPU CuPy runs on); v3's TF32 mma.sync needs sm_80
+MIN_COMPUTE_CAPABILITY = {"v1": (0, 0), "v2": (0, 0), "v3-3xtf32": (8, 0), "v3-tf32": (8, 0)}
 SOURCES = {"v1": "flash_attention.cu", "v2": "flash_attention_v2.cu", "v3-3xtf32": "flash_attention_v3.cu",
            "v3-tf32": "flash_attention_v3.cu"}
 # the accuracy class of each version, most accurate first: "float32" (float32 arithmetic throughout), "3xtf32"
@@ -40,8 +41,9 @@ SOURCES = {"v1": "flash_attention.cu", "v2": "flash_attention_v2.cu", "v3-3xtf32
 # A100 / H100 is this), "tf32" (plain TF32 inputs, ~1e-3 relative on O)
 _PRECISION = {"v1": "float32", "v2": "float32", "v3-3xtf32": "3xtf32", "v3-tf32": "tf32"}
 PRECISIONS = ("float32", "3xtf32", "tf32")
-# forward time of torch SDPA / forward time of the version, d = 64, N >= 1024, on a GPU, from
-# python -m tinyvision.bench --gpu-only. Empty: no GPU has run them yet (README.md "GPU figures").
+# torch SDPA's forward time / the version's, d = 64, N >= 1024: the bench's result key
+# "attention_fwd_speedup_over_torch_sdpa_n1024_up" (python -m tinyvision.bench --gpu-only). Figures from one
+# GPU model steer the switch on every GPU. Empty: no GPU has run them yet (README.md "GPU figures").
 MEASURED_SPEEDUP: dict = {}
 
 

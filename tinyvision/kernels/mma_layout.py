@@ -27,7 +27,7 @@ of B, each entry in exactly one (lane, register).
 TF32. A .tf32 operand is a float32 whose mantissa is cut from 23 to 10 explicit bits (8 exponent bits
 kept, so the range of float32; the precision of float16): relative rounding error up to 2^-11 = 4.9e-4.
 The kernel rounds its float32 inputs with cvt.rna.tf32.f32: to nearest, ties away from zero
-(to_tf32 below). A product of two TF32 numbers has at most 11 x 11 = 22 significant bits and is exact
+(to_tf32 below). A product of two TF32 numbers has at most 11 + 11 = 22 significant bits and is exact
 in float32; the error is all in the rounding of the inputs.
 
 3xTF32 (the error compensation of CUTLASS, "FastF32"; Ootomo & Yokota 2022). Split each input in two
@@ -220,7 +220,9 @@ def split_tf32(x) -> tuple[np.ndarray, np.ndarray]:
 
 
 def tf32_matmul(A, B, passes: int = 1) -> np.ndarray:
-    """A @ B as tensor cores compute it with TF32 inputs and float32 accumulation, in NumPy (any shapes).
+    """A model of A @ B on tensor cores with TF32 inputs and float32 accumulation, in NumPy (any shapes).
+    A model, not the instruction sequence: a kernel (csrc/flash_attention_v3.cu) adds the cross terms into
+    its running accumulator at every 8-deep k-step, where this sums each product over all of K first.
 
     passes=1: plain TF32, to_tf32(A) @ to_tf32(B).
     passes=3: 3xTF32, Ab Bs + As Bb + Ab Bb with (Ab, As) = split_tf32(A), (Bb, Bs) = split_tf32(B);

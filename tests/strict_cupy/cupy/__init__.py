@@ -132,9 +132,11 @@ class RawModule:
     """CuPy's RawModule, recording instead of compiling: what the loader asked for (source or fatbin path,
     NVRTC options) and every launch (kernel, grid, block, arguments, shared memory). The kernels do not
     run: outputs keep whatever cupy.empty gave them. Every module made is kept in RawModule.made, every
-    launch of any module, in order, in RawModule.log."""
+    launch of any module, in order, in RawModule.log. A launch raises unless RawModule.recording is set (only
+    the loader test sets it): a lesson that reached a CUDA C kernel here would otherwise compute garbage."""
     made: list = []
     log: list = []
+    recording = False
 
     def __init__(self, code=None, path=None, options=(), backend="nvrtc", **kwargs):
         if path is not None:
@@ -155,6 +157,9 @@ class _Kernel:
         self.module, self.name, self.max_dynamic_shared_size_bytes = module, name, 0
 
     def __call__(self, grid, block, args, shared_mem=0):
+        if not RawModule.recording:
+            raise RuntimeError(f"strict cupy stand-in: kernel {self.name} cannot run here (no GPU); "
+                               "only tests/test_strict_cupy.py's loader test records launches")
         RawModule.log.append(dict(name=self.name, source=self.module.source, grid=tuple(grid), block=tuple(block),
                                   args=tuple(args), shared_mem=shared_mem, opted_in=self.max_dynamic_shared_size_bytes))
 
