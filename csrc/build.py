@@ -2,6 +2,8 @@
 
     python csrc/build.py --check          # CI: every version for sm_80 and sm_90; fail on any warning or spill
     python csrc/build.py --out DIR        # write DIR/flash_attention{,_v2,_v3}.fatbin (sm_80, sm_90 SASS + PTX)
+    python csrc/build.py --check --installed tinyvision/kernels/_bin
+                                          # CI: the same check on what `pip install` compiled, when current
 
 One fatbin per source file: flash_attention.cu (v1), flash_attention_v2.cu (v2), flash_attention_v3.cu
 (v3: its tensor-core forward; it includes v2's file for the shared helpers, not for its kernels, which
@@ -52,9 +54,9 @@ def nvcc_command(nvcc: str, source: Path, output: Path, archs=ARCHS, check: bool
     cmd = [nvcc, "-O3", STD, "-I", str(Path(source).parent), "--fatbin", "-o", str(output)]
     for arch in archs:
         cmd += ["-gencode", f"arch=compute_{arch},code=sm_{arch}"]
-    cmd += ["-gencode", f"arch=compute_{archs[-1]},code=compute_{archs[-1]}", "-Xptxas", "-v"]
+    cmd += ["-gencode", f"arch=compute_{archs[-1]},code=compute_{archs[-1]}", "-Xptxas", "-v", "-Xptxas", "-warn-spills"]
     if check:
-        cmd += ["-Werror", "all-warnings", "-Xptxas", "-warn-spills"]
+        cmd += ["-Werror", "all-warnings"]
     return cmd + [str(source)]
 
 
@@ -104,6 +106,36 @@ def source_digest(source: Path = SOURCE) -> str:
     return digest.hexdigest()
 
 
+def file_problems(name: str, records: list[dict], text: str) -> list[str]:
+    """The check's rule for one source file's nvcc output: problems() plus v3's file carrying v2's kernels."""
+    found = [f"{name}: {p}" for p in problems(records, text)]
+    foreign = sorted({r["name"] for r in records if name in INCLUDES and r["name"].startswith("v2_")})
+    return found + [f"{name}: carries {k} (define TV2_HELPERS_ONLY before the include)" for k in foreign]
+
+
+def installed_report(bin_dir: Path) -> dict | None:
+    """The check's report from what `pip install` already compiled (BUILD.json + BUILD_LOG.txt in bin_dir, the
+    same nvcc command but for -Werror), or None when that build is missing, failed or is older than a source."""
+    try:
+        info = json.loads((bin_dir / "BUILD.json").read_text())
+        log = (bin_dir / "BUILD_LOG.txt").read_text()
+    except (OSError, ValueError):
+        return None
+    sources = info.get("sources", {})
+    if any(sources.get(name, {}).get("sha256") != source_digest(CSRC / name) or not sources[name].get("binary")
+           for name in SOURCES):
+        return None
+    report = dict(records=[], problems=[], output=f"the fatbins in {bin_dir}")
+    for part in log.split("== ")[1:]:
+        name, _, text = part.partition("\n")
+        records = [dict(r, file=name) for r in parse_ptxas(text)]
+        report["records"] += records
+        report["problems"] += file_problems(name, records, text)
+    if {r["file"] for r in report["records"]} != set(SOURCES):
+        return None
+    return report
+
+
 def compile_fatbin(out_dir: Path, check: bool = False, nvcc: str | None = None, sources=SOURCES) -> dict:
     """Run nvcc on every source, side by side; returns one report (commands, records, problems, returncode).
     Raises FileNotFoundError without nvcc."""
@@ -126,9 +158,7 @@ def compile_fatbin(out_dir: Path, check: bool = False, nvcc: str | None = None, 
         report["records"] += records
         report["log"] += f"== {name}\n{text}"
         if check:
-            report["problems"] += [f"{name}: {p}" for p in problems(records, text)]
-            foreign = sorted({r["name"] for r in records if name in INCLUDES and r["name"].startswith("v2_")})
-            report["problems"] += [f"{name}: carries {k} (define TV2_HELPERS_ONLY before the include)" for k in foreign]
+            report["problems"] += file_problems(name, records, text)
         if proc.returncode != 0:
             report["problems"].insert(0, f"{name}: nvcc exited with {proc.returncode}")
         else:
@@ -168,6 +198,7 @@ def build(out_dir: Path) -> dict:
             else:
                 info["sources"][name]["reason"] = f"nvcc failed at install time (exit {rc})"
         info["binary"] = info["sources"][SOURCES[0]]["binary"]          # v1's, as BUILD.json always said
+        (out_dir / "BUILD_LOG.txt").write_text(report["log"])           # ptxas -v of every kernel, for --installed
         info["nvcc"] = report["command"][0]
         info["nvcc_version"] = nvcc_version(report["command"][0])
         if report["returncode"]:
@@ -180,14 +211,21 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail on warnings and register spills")
     parser.add_argument("--out", type=Path, default=None, help="directory for the fatbin (default: a temp dir)")
+    parser.add_argument("--installed", type=Path, default=None,
+                        help="with --check: read the nvcc report `pip install` left in this folder (kernels/_bin) "
+                             "instead of compiling again, when it is current; else compile")
     args = parser.parse_args(argv)
     import tempfile  # noqa: PLC0415
-    out = args.out or Path(tempfile.mkdtemp(prefix="tinyvision-csrc-"))
-    try:
-        report = compile_fatbin(out, check=args.check)
-    except FileNotFoundError as err:
-        print(f"csrc: {err}", file=sys.stderr)
-        return 1
+    report = installed_report(args.installed) if args.check and args.installed else None
+    if report is not None:
+        print(f"csrc: checking the nvcc report of the install ({args.installed}/BUILD_LOG.txt, sources unchanged)")
+    else:
+        out = args.out or Path(tempfile.mkdtemp(prefix="tinyvision-csrc-"))
+        try:
+            report = compile_fatbin(out, check=args.check)
+        except FileNotFoundError as err:
+            print(f"csrc: {err}", file=sys.stderr)
+            return 1
     print(f"{'kernel':<28}{'arch':<7}{'registers':>10}{'stack B':>9}{'spill st B':>12}{'spill ld B':>12}")
     for r in report["records"]:
         print(f"{r['name']:<28}{r['arch']:<7}{r['registers']!s:>10}{r['stack']:>9}{r['spill_stores']:>12}"

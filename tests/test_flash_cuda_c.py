@@ -94,6 +94,26 @@ def test_nvcc_command_has_sm80_sm90_sass_and_ptx_and_verbose_ptxas():
         assert part in cmd, part
 
 
+def test_ci_checks_the_installs_nvcc_report_when_it_is_current(tmp_path):
+    """CI reads the ptxas report `pip install` left (BUILD_LOG.txt) instead of compiling a second time: the same
+    rule (a spill or a warning fails), and only while BUILD.json says every fatbin was built from these sources."""
+    import json
+    clean = {name: PTXAS_CLEAN.replace("flash_forward_d64", f"k{i}") for i, name in enumerate(build.SOURCES)}
+    sources = {name: dict(sha256=build.source_digest(ROOT / "csrc" / name), binary=build.fatbin_name(name))
+               for name in build.SOURCES}
+    (tmp_path / "BUILD.json").write_text(json.dumps(dict(sources=sources)))
+    (tmp_path / "BUILD_LOG.txt").write_text("".join(f"== {name}\n{text}" for name, text in clean.items()))
+    report = build.installed_report(tmp_path)
+    assert report["problems"] == [] and len(report["records"]) == 2 * len(build.SOURCES)
+    spilled = dict(clean, **{build.SOURCES[1]: PTXAS_SPILL})
+    (tmp_path / "BUILD_LOG.txt").write_text("".join(f"== {name}\n{text}" for name, text in spilled.items()))
+    assert any("spills: 2120 bytes stored" in p for p in build.installed_report(tmp_path)["problems"])
+    sources[build.SOURCES[2]]["sha256"] = "0" * 64                 # a source changed since the install
+    (tmp_path / "BUILD.json").write_text(json.dumps(dict(sources=sources)))
+    assert build.installed_report(tmp_path) is None
+    assert build.installed_report(tmp_path / "nothing here") is None
+
+
 def test_every_version_is_built_and_the_nvrtc_options_are_the_nvcc_ones():
     """CI's check compiles every source; the run-time NVRTC path uses the same language options and include
     folder as nvcc (only the architecture differs: NVRTC compiles for the GPU it runs on)."""
