@@ -19,7 +19,7 @@ import tinyvision as tv
 import tinyvision.ops as F
 from tinyvision import kernels
 from tinyvision.backend import cuda_unavailable_reason
-from tinyvision.bench.gpu import dense_rows_float64
+from tinyvision.bench.attention_check import dense_rows_float64
 from tinyvision.kernels.attention_cuda_c_layout import VERSIONS, precision_of
 from tinyvision.models import ViT
 from tinyvision.optim import AdamW

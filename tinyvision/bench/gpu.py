@@ -6,8 +6,8 @@ implementation on the same arrays (BH = batch x heads, N tokens):
     v2           csrc/flash_attention_v2.cu: v1 with float4 shared-memory loads, __syncwarp in place of
                  block barriers where a warp owns its rows, the next K / V tile prefetched
     v3-3xtf32    csrc/flash_attention_v3.cu: the forward on TF32 tensor cores (mma.sync), each float32
-                 split into a TF32 high part and a TF32 remainder, three products (float32 accuracy);
-                 the backward is v2's
+                 split into a TF32 high part and a TF32 remainder, three products (close to float32:
+                 logits err by ~2^-21 of their size); the backward is v2's
     v3-tf32      the same with plain TF32 (10-bit mantissa, errors ~1e-3); backward v2's
     cupy naive   the dense op through tinyvision (kernels "reference"): matmul (cuBLAS), softmax,
                  matmul, with the N x N matrices in memory
@@ -19,15 +19,10 @@ The CUDA C versions are called directly (attention_cuda_c.forward / backward wit
 cupy arrays, so no autograd bookkeeping is timed with them.
 
 Checked before timed, at every size. Each implementation's O, dQ, dK and dV are compared with dense
-attention computed in float64 on the GPU from the same float32 inputs (dense_float64 below, a few heads
-at a time so that the float64 N x N matrices fit). The largest absolute error must be at most
-tol x max(1, max |reference|): tol = 2e-4 for the float32 implementations, 5e-3 for v3-tf32 (and for
-cupy naive if CUPY_TF32=1 lets cuBLAS round to TF32; off by default). Why these:
-float32 attention of these inputs errs by ~1e-6 (sums of up to 16,384 terms, each rounded at 6e-8);
-2e-4 leaves room for long sequential sums, while a wrong index or a missing barrier errs by order 1 or
-NaN. TF32 keeps 10 mantissa bits, so every product in S = tau Q K^T and in P V is off by up to 2^-11
-(5e-4) relative, ~1e-3 on O. A larger error raises AssertionError: a wrong kernel is never timed.
-Where the float64 reference does not fit in memory, the check is skipped with the reason printed.
+attention computed in float64 on the GPU from the same float32 inputs, within a bound by precision
+(attention_check.py has the oracle, the bounds and why). A larger error drops that implementation from
+the timings and the run exits 1: a wrong kernel is never timed. Where the float64 reference does not
+fit in memory, the check is skipped with the reason printed.
 
 How it is timed.
 - warm-up: about a second of back-to-back matmuls before anything else, so the GPU's clocks are up;
@@ -63,21 +58,16 @@ import numpy as np
 import tinyvision as tv
 import tinyvision.ops as F
 from tinyvision import kernels
-from tinyvision.backend import xp_of
-from tinyvision.kernels.attention_cuda_c_layout import VERSIONS, precision_of
+from tinyvision.kernels.attention_cuda_c_layout import precision_of
 
+from .attention_check import check_error, dense_float64, dense_rows_float64, tolerance
 from .step_script import MODELS
 
-__all__ = ["bench_attention", "bench_long_sequence", "bench_vit_step_gpu", "dense_float64", "dense_rows_float64",
-           "main"]
+__all__ = ["bench_attention", "bench_long_sequence", "bench_vit_step_gpu", "main"]
 
 FP32_LANES_PER_SM = {(7, 0): 64, (8, 0): 64, (8, 6): 128, (8, 7): 128, (8, 9): 128, (9, 0): 128}  # by compute capability
 SIZES = {"quick": [(64, 197), (16, 1024)],
          "full": [(384, 197), (64, 1024), (16, 4096), (4, 8192), (8, 16384)]}     # (BH, N), d = 64
-FLOAT32_TOL = 2e-4               # max abs error / max(1, max |reference|), float32 implementations
-TF32_TOL = 5e-3                  # ... those that round their inputs to TF32: O
-TF32_GRAD_TOL = 2e-2             # ... and their gradients, computed from that O and L (the host emulation of
-                                 # v3-tf32 measured up to 1.3e-2 of the largest gradient at scale 2, d 128)
 CHECK_FAILURES: list = []        # "label at size: what" for every implementation a check refused to time
 BATCH_MS = 5.0                   # one timed sample lasts at least this long
 
@@ -93,89 +83,6 @@ def device_summary():
     lanes = FP32_LANES_PER_SM.get((attrs["ComputeCapabilityMajor"], attrs["ComputeCapabilityMinor"]))
     peak = sms * lanes * 2 * clock_khz * 1e3 / 1e12 if lanes else None
     return name, peak, sms
-
-
-# --- the oracle: dense attention in float64, on the arrays' own device -------------------------------
-def _causal_visible(xp, rows, nq, nk):
-    """(len(rows), Nk) bool: query i sees key j iff j <= i + (Nk - Nq) (bottom-right aligned, as flash-attn)."""
-    return xp.arange(nk)[None, :] <= rows[:, None] + (nk - nq)
-
-
-def _softmax_rows(s, visible):
-    """softmax over the last axis, -inf where not visible (every row must see at least one key)."""
-    xp = xp_of(s)
-    if visible is not None:
-        s = xp.where(visible, s, -xp.inf)
-    p = xp.exp(s - s.max(axis=-1, keepdims=True))
-    return p / p.sum(axis=-1, keepdims=True)
-
-
-def dense_float64(q, k, v, do, causal=False, scale=None, max_bytes=2 ** 31):
-    """O and (dQ, dK, dV) of dense attention in float64, from q, k, v, dO (BH, N, d) of any float dtype,
-    on their device (NumPy or CuPy), a group of heads at a time so that one float64 (heads, Nq, Nk)
-    matrix stays under max_bytes (three such live at once):
-
-        S = tau Q K^T (-inf where causal hides a key),  P = softmax_rows(S),  O = P V
-        dV = P^T dO,  dP = dO V^T,  dS = P o (dP - D),  dQ = tau dS K,  dK = tau dS^T Q
-    with D_i = sum_j P_ij dP_ij = dO_i . O_i (the softmax backward, row by row).
-    """
-    xp = xp_of(q)
-    bh, nq, d = q.shape
-    nk = k.shape[1]
-    tau = 1 / math.sqrt(d) if scale is None else scale
-    visible = _causal_visible(xp, xp.arange(nq), nq, nk) if causal else None
-    o, dq, dk, dv = (xp.empty(a.shape, xp.float64) for a in (do, q, k, v))
-    group = max(1, max_bytes // (nq * nk * 8))
-    for h0 in range(0, bh, group):
-        h = slice(h0, h0 + group)
-        qh, kh, vh, doh = (xp.asarray(a[h], dtype=xp.float64) for a in (q, k, v, do))
-        p = _softmax_rows(tau * (qh @ kh.swapaxes(1, 2)), visible)
-        o[h] = p @ vh
-        dv[h] = p.swapaxes(1, 2) @ doh
-        ds = doh @ vh.swapaxes(1, 2)                              # dP
-        ds -= (doh * o[h]).sum(axis=-1, keepdims=True)            # dP - D
-        ds *= p                                                   # dS, in place: one N x N buffer fewer
-        del p
-        dq[h] = tau * (ds @ kh)
-        dk[h] = tau * (ds.swapaxes(1, 2) @ qh)
-        del ds
-    return o, (dq, dk, dv)
-
-
-def dense_rows_float64(q, k, v, heads, rows, causal=False, scale=None):
-    """O of dense attention in float64 at query `rows` of `heads` only: (len(heads), len(rows), d).
-
-    Memory rows x Nk per head instead of Nq x Nk: the check for sequences whose N x N does not fit."""
-    xp = xp_of(q)
-    heads, rows = xp.asarray(heads), xp.asarray(rows)
-    nq, d = q.shape[1:]
-    nk = k.shape[1]
-    tau = 1 / math.sqrt(d) if scale is None else scale
-    qr = xp.asarray(q[heads[:, None], rows[None, :]], dtype=xp.float64)          # (H, R, d)
-    kh, vh = (xp.asarray(a[heads], dtype=xp.float64) for a in (k, v))            # (H, Nk, d)
-    visible = _causal_visible(xp, rows, nq, nk) if causal else None
-    return _softmax_rows(tau * (qr @ kh.swapaxes(1, 2)), visible) @ vh
-
-
-def tolerance(label: str, name: str = "O") -> float:
-    """TF32_TOL (O) or TF32_GRAD_TOL (dQ, dK, dV) for a TF32 version (v3-tf32) and for cupy naive when
-    CUPY_TF32=1 lets cuBLAS use TF32; else FLOAT32_TOL."""
-    tf32 = (precision_of(label) == "tf32" if label in VERSIONS
-            else label == "cupy naive" and os.environ.get("CUPY_TF32") == "1")
-    if not tf32:
-        return FLOAT32_TOL
-    return TF32_TOL if name == "O" else TF32_GRAD_TOL
-
-
-def check_error(label, name, got, want, where) -> tuple[float, float]:
-    """(max abs error, bound) of got against the float64 reference; AssertionError when it is past the bound."""
-    xp = xp_of(want)
-    err = float(xp.abs(xp.asarray(got, dtype=xp.float64) - want).max())
-    bound = tolerance(label, name) * max(1.0, float(xp.abs(want).max()))
-    if not err <= bound:                                         # also catches NaN
-        raise AssertionError(f"{label} at {where}: {name} differs from dense float64 attention by {err:.3g} "
-                             f"(bound {bound:.3g}): not timing a wrong kernel")
-    return err, bound
 
 
 # --- the implementations ---------------------------------------------------------------------------
